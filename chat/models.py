@@ -1,0 +1,99 @@
+"""Conversations and their messages.
+
+Writes go through ``chat.services``, reads through ``chat.selectors``; nothing here saves
+behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(_("title"), max_length=200, blank=True)
+    system_prompt = models.TextField(_("system prompt"), blank=True)
+    # Generation options (temperature, top_p, ...) validated by the inference app.
+    options = models.JSONField(_("generation options"), default=dict, blank=True)
+    model_name = models.CharField(_("model"), max_length=200, blank=True)
+    pinned = models.BooleanField(_("pinned"), default=False)
+    archived = models.BooleanField(_("archived"), default=False)
+    # The next message's position: bumped with an UPDATE, which serializes concurrent
+    # appends on both SQLite and PostgreSQL without relying on timestamps.
+    next_position = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("last activity"), auto_now=True, db_index=False)
+
+    class Meta:
+        ordering = ["-pinned", "-updated_at"]
+        indexes = [
+            # "My conversations by last activity" (sidebar: pinned first, archived apart).
+            models.Index(
+                fields=["owner", "archived", "-pinned", "-updated_at"],
+                name="conv_owner_activity_idx",
+            ),
+            models.Index(fields=["-updated_at"], name="conv_activity_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or str(_("Untitled conversation"))
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", _("user")
+        ASSISTANT = "assistant", _("assistant")
+        SYSTEM = "system", _("system")
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete", _("complete")
+        STREAMING = "streaming", _("streaming")
+        CANCELLED = "cancelled", _("cancelled")
+        FAILED = "failed", _("failed")
+
+    class Feedback(models.IntegerChoices):
+        NEGATIVE = -1, _("thumbs down")
+        NONE = 0, _("none")
+        POSITIVE = 1, _("thumbs up")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    position = models.PositiveIntegerField(editable=False)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.FloatField(_("time to first token (ms)"), null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    model_name = models.CharField(max_length=200, blank=True)
+    feedback = models.SmallIntegerField(choices=Feedback.choices, default=Feedback.NONE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "position"]
+        constraints = [
+            # Also the index behind "messages of a conversation in order".
+            models.UniqueConstraint(
+                fields=["conversation", "position"], name="message_conversation_position_uniq"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(feedback__in=[-1, 0, 1]), name="message_feedback_range"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status"], name="message_status_idx"),
+            models.Index(fields=["feedback"], name="message_feedback_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.position}"

@@ -1,0 +1,254 @@
+"""Typed reading of StellarChat's environment variables.
+
+Everything the deployment can change comes through here, so that a bad value is caught at
+start-up with one line naming the variable (see ``ConfigError``) instead of surfacing later as
+a traceback deep inside Django. This module imports nothing from Django so it can be tested
+with a plain dict.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(Exception):
+    """A variable has a value StellarChat cannot use; the message names it."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return env.get(name, default).strip()
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """Only clear words count: a typo must not silently flip a security switch."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(
+        f"{name}={raw!r} is not a boolean; use one of: true/false, 1/0, yes/no, on/off"
+    )
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DTYPE_RE = re.compile(r"auto|float32|bfloat16|float16")
+BACKEND_RE = re.compile(r"transformers|test")
+LOG_LEVEL_RE = re.compile(r"debug|info|warning|error|critical")
+
+
+def env_choice(
+    env: Mapping[str, str], name: str, default: str, pattern: re.Pattern[str], choices: str
+) -> str:
+    raw = env_str(env, name) or default
+    if not pattern.fullmatch(raw.lower()):
+        raise ConfigError(f"{name}={raw!r} is not one of: {choices}")
+    return raw.lower()
+
+
+def env_list(env: Mapping[str, str], name: str, default: list[str]) -> list[str]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_secret(env: Mapping[str, str], name: str) -> str:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (Docker secrets)."""
+    value = env.get(name, "").strip()
+    path = env.get(f"{name}_FILE", "").strip()
+    if value and path:
+        raise ConfigError(f"set only one of {name} and {name}_FILE")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE={path!r} is empty")
+    return value
+
+
+def parse_database_url(name: str, url: str, *, conn_max_age: int) -> dict[str, Any]:
+    """Turn ``DATABASE_URL`` into Django's DATABASES entry, refusing what we don't support."""
+    import dj_database_url  # small, Django-free at import
+
+    scheme = urlsplit(url).scheme.lower()
+    supported = {"sqlite", "postgres", "postgresql", "pgsql"}
+    if scheme not in supported:
+        raise ConfigError(
+            f"{name}={url!r} is not a database URL StellarChat supports; "
+            "use sqlite:///path/to/db.sqlite3 or postgres://user:pass@host:5432/name"
+        )
+    try:
+        parsed: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=conn_max_age))
+    except Exception as exc:  # dj-database-url raises ValueError/KeyError/... on junk
+        raise ConfigError(f"{name}={url!r} is malformed: {exc}") from None
+    if scheme != "sqlite":
+        port = parsed.get("PORT")
+        if not parsed.get("NAME"):
+            raise ConfigError(f"{name}={url!r} names no database (…/DBNAME at the end)")
+        if port not in ("", None) and not str(port).isdigit():
+            raise ConfigError(f"{name}={url!r} has a bad port")
+        parsed.setdefault("OPTIONS", {})
+    return parsed
+
+
+def sqlite_database(path: Path) -> dict[str, Any]:
+    """The embedded default: WAL so the web and the in-process worker don't block readers."""
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+
+
+def check_redis_url(name: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(
+            f"{name}={url!r} is not a Redis URL; use redis://host:6379/0 (or rediss://, unix://)"
+        )
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ConfigError(f"{name}={url!r} names no host")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ConfigError(f"{name}={url!r} has a bad port") from None
+    return url
+
+
+def load_or_create_secret(path: Path) -> str:
+    """A per-install secret for development runs, kept so sessions survive restarts."""
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    debug: bool
+    secret_key: str
+    allowed_hosts: list[str]
+    csrf_trusted_origins: list[str]
+    database: dict[str, Any]
+    redis_url: str
+    data_dir: Path
+    model: str
+    allow_signup: bool
+    ssl_redirect: bool
+    hsts_seconds: int
+    max_new_tokens: int
+    device: str
+    dtype: str
+    trust_remote_code: bool
+    log_level: str
+    backend: str
+
+
+def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
+    """Read every variable; raise ``ConfigError`` naming the first bad one."""
+    debug = env_bool(env, "DJANGO_DEBUG", False)
+    data_dir = Path(env_str(env, "STELLARCHAT_DATA_DIR") or base_dir / "data")
+    if not data_dir.is_absolute():
+        data_dir = base_dir / data_dir
+
+    secret_key = env_secret(env, "DJANGO_SECRET_KEY")
+    if not secret_key:
+        if not debug:
+            raise ConfigError(
+                "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off "
+                "(or set DJANGO_DEBUG=1 for a local development run)"
+            )
+        secret_key = load_or_create_secret(data_dir / "secret_key")
+    elif len(secret_key) < 32 and not debug:
+        raise ConfigError("DJANGO_SECRET_KEY is too short; use at least 32 random characters")
+
+    allowed_hosts = env_list(env, "DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+    origins = env_list(env, "DJANGO_CSRF_TRUSTED_ORIGINS", [])
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ConfigError(
+                f"DJANGO_CSRF_TRUSTED_ORIGINS has {origin!r}; each origin needs a scheme and "
+                "host, like https://chat.example.com"
+            )
+
+    conn_max_age = env_int(env, "DJANGO_CONN_MAX_AGE", 0)
+    db_url = env_str(env, "DATABASE_URL")
+    if db_url:
+        database = parse_database_url("DATABASE_URL", db_url, conn_max_age=conn_max_age)
+        if database["ENGINE"].endswith("sqlite3"):
+            database = {**sqlite_database(Path(database["NAME"])), "NAME": database["NAME"]}
+    else:
+        database = sqlite_database(data_dir / "db.sqlite3")
+
+    redis_url = env_str(env, "REDIS_URL")
+    if redis_url:
+        check_redis_url("REDIS_URL", redis_url)
+
+    model = env_str(env, "STELLARCHAT_MODEL") or str(
+        base_dir / "inference" / "bundled" / "stellarbyte-mini"
+    )
+
+    return Config(
+        debug=debug,
+        secret_key=secret_key,
+        allowed_hosts=allowed_hosts,
+        csrf_trusted_origins=origins,
+        database=database,
+        redis_url=redis_url,
+        data_dir=data_dir,
+        model=model,
+        allow_signup=env_bool(env, "STELLARCHAT_ALLOW_SIGNUP", True),
+        ssl_redirect=env_bool(env, "DJANGO_SECURE_SSL_REDIRECT", not debug),
+        hsts_seconds=env_int(env, "DJANGO_SECURE_HSTS_SECONDS", 0 if debug else 31_536_000),
+        max_new_tokens=env_int(env, "STELLARCHAT_MAX_NEW_TOKENS", 1024, minimum=1),
+        device=env_choice(env, "STELLARCHAT_DEVICE", "auto", DEVICE_RE, "auto, cpu, cuda, cuda:N, mps"),
+        dtype=env_choice(env, "STELLARCHAT_DTYPE", "auto", DTYPE_RE, "auto, float32, bfloat16, float16"),
+        trust_remote_code=env_bool(env, "STELLARCHAT_TRUST_REMOTE_CODE", False),
+        backend=env_choice(env, "STELLARCHAT_BACKEND", "transformers", BACKEND_RE, "transformers, test"),
+        log_level=env_choice(
+            env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
+        ).upper(),
+    )

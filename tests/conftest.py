@@ -1,0 +1,57 @@
+"""Shared fixtures: the three people of every isolation test — owner, other user, anonymous —
+and a staff reviewer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests import factories
+
+
+@pytest.fixture
+def owner(db: None) -> Any:
+    return factories.make_user("owner")
+
+
+@pytest.fixture
+def other_user(db: None) -> Any:
+    return factories.make_user("other")
+
+
+@pytest.fixture
+def staff_user(db: None) -> Any:
+    return factories.make_user("reviewer", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def owner_client(owner: Any) -> Client:
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def other_client(other_user: Any) -> Client:
+    client = Client()
+    client.force_login(other_user)
+    return client
+
+
+@pytest.fixture
+def staff_client(staff_user: Any) -> Client:
+    client = Client()
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def anon_client() -> Client:
+    return Client()
+
+
+@pytest.fixture
+def conversation(owner: Any) -> Any:
+    return factories.make_conversation(owner, title="Owner's chat", turns=2)
