@@ -8,5 +8,6 @@ app_name = "chat"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
 ]

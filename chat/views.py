@@ -21,6 +21,12 @@ def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID)
     return conversation
 
 
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness: the process answers. Readiness (database, layer, worker) is /readyz, later."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:

@@ -69,7 +69,10 @@ def _integer(name: str, value: Any) -> int:
 
 
 def parse_options(
-    data: Mapping[str, Any] | None, *, max_new_tokens_limit: int, defaults: GenerationOptions | None = None
+    data: Mapping[str, Any] | None,
+    *,
+    max_new_tokens_limit: int,
+    defaults: GenerationOptions | None = None,
 ) -> GenerationOptions:
     """Validate a client's options (JSON-decoded) on top of ``defaults``."""
     base = defaults or GenerationOptions(max_new_tokens=min(512, max_new_tokens_limit))

@@ -9,9 +9,9 @@ with a plain dict.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,10 +244,16 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         ssl_redirect=env_bool(env, "DJANGO_SECURE_SSL_REDIRECT", not debug),
         hsts_seconds=env_int(env, "DJANGO_SECURE_HSTS_SECONDS", 0 if debug else 31_536_000),
         max_new_tokens=env_int(env, "STELLARCHAT_MAX_NEW_TOKENS", 1024, minimum=1),
-        device=env_choice(env, "STELLARCHAT_DEVICE", "auto", DEVICE_RE, "auto, cpu, cuda, cuda:N, mps"),
-        dtype=env_choice(env, "STELLARCHAT_DTYPE", "auto", DTYPE_RE, "auto, float32, bfloat16, float16"),
+        device=env_choice(
+            env, "STELLARCHAT_DEVICE", "auto", DEVICE_RE, "auto, cpu, cuda, cuda:N, mps"
+        ),
+        dtype=env_choice(
+            env, "STELLARCHAT_DTYPE", "auto", DTYPE_RE, "auto, float32, bfloat16, float16"
+        ),
         trust_remote_code=env_bool(env, "STELLARCHAT_TRUST_REMOTE_CODE", False),
-        backend=env_choice(env, "STELLARCHAT_BACKEND", "transformers", BACKEND_RE, "transformers, test"),
+        backend=env_choice(
+            env, "STELLARCHAT_BACKEND", "transformers", BACKEND_RE, "transformers, test"
+        ),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

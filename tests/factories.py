@@ -23,9 +23,7 @@ def make_conversation(owner: Any, *, title: str = "", turns: int = 0, **extra: A
     conversation = services.conversation_create(owner=owner, title=title, **extra)
     for i in range(turns):
         services.message_append(conversation=conversation, role="user", content=f"question {i}")
-        services.message_append(
-            conversation=conversation, role="assistant", content=f"answer {i}"
-        )
+        services.message_append(conversation=conversation, role="assistant", content=f"answer {i}")
     return conversation
 
 

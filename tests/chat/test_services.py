@@ -1,0 +1,106 @@
+"""Writes: strict message order that does not depend on timestamps, even under concurrency."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from chat import selectors, services
+from chat.models import Message
+from tests import factories
+
+
+@pytest.mark.django_db
+def test_messages_get_consecutive_positions(owner: Any) -> None:
+    conv = factories.make_conversation(owner)
+    made = [factories.make_message(conv, content=f"m{i}") for i in range(5)]
+    assert [m.position for m in made] == [0, 1, 2, 3, 4]
+    assert [m.content for m in selectors.message_list(conversation=conv)] == [
+        "m0",
+        "m1",
+        "m2",
+        "m3",
+        "m4",
+    ]
+
+
+@pytest.mark.django_db
+def test_order_ignores_timestamps(owner: Any) -> None:
+    conv = factories.make_conversation(owner)
+    first = factories.make_message(conv, content="first")
+    factories.make_message(conv, content="second")
+    # A clock that went backwards must not reorder the conversation.
+    Message.objects.filter(pk=first.pk).update(created_at="2099-01-01T00:00:00Z")
+    assert [m.content for m in selectors.message_list(conversation=conv)] == ["first", "second"]
+
+
+@pytest.mark.django_db
+def test_append_bumps_last_activity(owner: Any) -> None:
+    conv = factories.make_conversation(owner)
+    before = conv.updated_at
+    factories.make_message(conv)
+    conv.refresh_from_db()
+    assert conv.updated_at > before
+
+
+@pytest.mark.django_db
+def test_it_rejects_unknown_roles_status_and_feedback(owner: Any) -> None:
+    conv = factories.make_conversation(owner)
+    with pytest.raises(ValueError):
+        services.message_append(conversation=conv, role="wizard", content="x")
+    with pytest.raises(ValueError):
+        services.message_append(conversation=conv, role="user", content="x", status="done")
+    message = factories.make_message(conv)
+    with pytest.raises(ValueError):
+        services.message_set_feedback(message=message, feedback=2)
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_never_collide(owner: Any) -> None:
+    conv = factories.make_conversation(owner)
+    errors: list[BaseException] = []
+    per_thread = 10
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(per_thread):
+                services.message_append(conversation=conv, role="user", content=f"{n}-{i}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    positions = list(
+        Message.objects.filter(conversation=conv)
+        .order_by("position")
+        .values_list("position", flat=True)
+    )
+    assert positions == list(range(4 * per_thread))
+
+
+@pytest.mark.django_db
+def test_selectors_scope_to_the_owner(owner: Any, other_user: Any) -> None:
+    conv = factories.make_conversation(owner)
+    assert selectors.conversation_get(user=owner, conversation_id=conv.pk) == conv
+    assert selectors.conversation_get(user=other_user, conversation_id=conv.pk) is None
+    assert selectors.conversation_get(user=owner, conversation_id="junk") is None
+    assert selectors.conversation_get(user=owner, conversation_id=None) is None
+    assert list(selectors.conversation_list(user=other_user)) == []
+
+
+def test_the_suite_uses_postgresql_when_it_answers() -> None:
+    from tests import services as test_services
+
+    if not test_services.postgres_available():
+        test_services.require("PostgreSQL", False)
+    assert connection.vendor == "postgresql"
