@@ -184,6 +184,7 @@ class Config:
     trust_remote_code: bool
     log_level: str
     backend: str
+    test_backend_delay_ms: int
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -254,6 +255,7 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         backend=env_choice(
             env, "STELLARCHAT_BACKEND", "transformers", BACKEND_RE, "transformers, test"
         ),
+        test_backend_delay_ms=env_int(env, "STELLARCHAT_TEST_BACKEND_DELAY_MS", 0),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

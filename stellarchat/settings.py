@@ -152,6 +152,7 @@ LOGGING = {
 
 # --- StellarChat -------------------------------------------------------------------------
 STELLARCHAT_BACKEND = CONFIG.backend
+STELLARCHAT_TEST_BACKEND_DELAY_MS = CONFIG.test_backend_delay_ms
 STELLARCHAT_MODEL = CONFIG.model
 STELLARCHAT_ALLOW_SIGNUP = CONFIG.allow_signup
 STELLARCHAT_MAX_NEW_TOKENS = CONFIG.max_new_tokens

@@ -1,0 +1,417 @@
+"""The local-model backend: any Hugging Face causal LM, through transformers and torch.
+
+Loaded lazily, once per process, behind a lock: never at import and never in
+``AppConfig.ready()``, so management commands and web processes that do not generate pay
+nothing. Generation is our own decode loop over the model's KV cache rather than
+``model.generate`` with a streamer thread: it is one generator on the caller's thread, checks
+the cancel signal before every decode step, and holds the incremental-detokenization and
+stop-string logic in one place (``TextAssembler``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inference.backends.base import BackendError, Result, StreamItem, Turn, validate_turns
+from inference.options import GenerationOptions
+from inference.prompt import FALLBACK_CHAT_TEMPLATE, build_prompt
+from inference.text import TextAssembler
+
+logger = logging.getLogger(__name__)
+
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+LOAD_RETRY_SECONDS = 30.0
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    device: Any
+    eos_ids: frozenset[int]
+    context_length: int
+    template: str | None  # None: the tokenizer's own
+    name: str
+    load_seconds: float
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:limit]
+
+
+def pick_device_and_dtype(device: str, dtype: str) -> tuple[str, Any, bool]:
+    """(device, torch dtype, use accelerate's device_map) from the settings' choices.
+
+    auto: CUDA (bf16 where supported, else fp16; all GPUs through device_map when there are
+    several), then Apple MPS (fp16), else CPU (fp32).
+    """
+    import torch
+
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(
+            f"STELLARCHAT_DEVICE={device} but no CUDA GPU is visible; use cpu or auto"
+        )
+    if dtype != "auto":
+        chosen = names[dtype]
+    elif device.startswith("cuda"):
+        chosen = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif device == "mps":
+        chosen = torch.float16
+    else:
+        chosen = torch.float32
+    multi_gpu = device == "cuda" and torch.cuda.device_count() > 1
+    return device, chosen, multi_gpu
+
+
+class TransformersBackend:
+    """Streams replies from a local (or hub) causal LM."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        trust_remote_code: bool | None = None,
+    ) -> None:
+        from django.conf import settings
+
+        self.model_ref = model or settings.STELLARCHAT_MODEL
+        self.device_choice = device or settings.STELLARCHAT_DEVICE
+        self.dtype_choice = dtype or settings.STELLARCHAT_DTYPE
+        self.trust_remote_code = (
+            settings.STELLARCHAT_TRUST_REMOTE_CODE
+            if trust_remote_code is None
+            else trust_remote_code
+        )
+        self._loaded: Loaded | None = None
+        self._load_error: tuple[float, BackendError] | None = None
+        self._load_lock = threading.Lock()
+        # One generation at a time per process: torch already uses every core for one.
+        self._generate_lock = threading.Lock()
+
+    # --- loading -------------------------------------------------------------------------
+
+    @property
+    def display_name(self) -> str:
+        ref = self.model_ref.rstrip("/")
+        return Path(ref).name if os.path.isdir(ref) else ref
+
+    def load(self) -> Loaded:
+        """Load once; a failure is remembered briefly so a broken model fails fast."""
+        if self._loaded is not None:
+            return self._loaded
+        with self._load_lock:
+            if self._loaded is not None:
+                return self._loaded
+            if self._load_error and time.monotonic() - self._load_error[0] < LOAD_RETRY_SECONDS:
+                raise self._load_error[1]
+            try:
+                self._loaded = self._load()
+            except BackendError as exc:
+                self._load_error = (time.monotonic(), exc)
+                logger.error("model load failed: %s", exc)
+                raise
+            self._load_error = None
+            return self._loaded
+
+    def _check_reference(self) -> None:
+        ref = self.model_ref
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise BackendError(
+                    f"STELLARCHAT_MODEL={ref} is not a model folder (no config.json); point it "
+                    "at a folder saved with save_pretrained, or a hub id like "
+                    "Qwen/Qwen2.5-0.5B-Instruct"
+                )
+            self._check_custom_code(path)
+            return
+        if path.exists() or ref.startswith(("/", ".", "~")) or not HUB_ID_RE.match(ref):
+            raise BackendError(
+                f"STELLARCHAT_MODEL={ref}: no such model folder; point it at a folder with "
+                "config.json and weights, or a hub id like Qwen/Qwen2.5-0.5B-Instruct"
+            )
+
+    def _check_custom_code(self, path: Path) -> None:
+        """A folder whose config maps to its own Python code runs that code when loaded."""
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{path}/config.json cannot be read: {_one_line(exc)}") from None
+        if isinstance(config, dict) and config.get("auto_map") and not self.trust_remote_code:
+            raise BackendError(
+                f"{path} needs its own Python code to load; set STELLARCHAT_TRUST_REMOTE_CODE=1 "
+                "only if you trust its authors"
+            )
+
+    def _load(self) -> Loaded:
+        started = time.monotonic()
+        self._check_reference()
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - requirements pin both
+            raise BackendError(f"transformers/torch are not installed: {exc}") from None
+
+        device, dtype, multi_gpu = pick_device_and_dtype(self.device_choice, self.dtype_choice)
+        ref = self.model_ref
+        if not Path(ref).expanduser().is_dir():
+            logger.info("model %s is a hub id: downloading if not cached (progress below)", ref)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=self.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                ref,
+                dtype=dtype,
+                trust_remote_code=self.trust_remote_code,
+                device_map="auto" if multi_gpu else None,
+                low_cpu_mem_usage=True,
+            )
+        except (torch.OutOfMemoryError, MemoryError):
+            raise BackendError(
+                f"not enough memory to load {ref} on {device}; try a smaller model or "
+                "STELLARCHAT_DTYPE=bfloat16 / float16"
+            ) from None
+        except Exception as exc:
+            raise BackendError(self._explain_load_error(ref, exc)) from None
+        if not multi_gpu:
+            model.to(device)
+        model.eval()
+
+        if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        template = None
+        if not getattr(tokenizer, "chat_template", None):
+            if tokenizer.eos_token is None:
+                raise BackendError(
+                    f"{ref} has no chat template and no end-of-sequence token, so replies could "
+                    "never end; add a chat_template to its tokenizer_config.json"
+                )
+            logger.warning("%s has no chat template; using StellarChat's plain-text fallback", ref)
+            template = FALLBACK_CHAT_TEMPLATE
+
+        eos_ids = _eos_ids(model, tokenizer)
+        if not eos_ids:
+            raise BackendError(f"{ref} defines no end-of-sequence token; replies could never end")
+        loaded = Loaded(
+            model=model,
+            tokenizer=tokenizer,
+            device=model.device if multi_gpu else torch.device(device),
+            eos_ids=eos_ids,
+            context_length=_context_length(model, tokenizer),
+            template=template,
+            name=self.display_name,
+            load_seconds=time.monotonic() - started,
+        )
+        logger.info(
+            "loaded %s on %s (%s) in %.1f s, context %d",
+            ref,
+            device,
+            dtype,
+            loaded.load_seconds,
+            loaded.context_length,
+        )
+        return loaded
+
+    @staticmethod
+    def _explain_load_error(ref: str, exc: Exception) -> str:
+        text = _one_line(exc)
+        lowered = text.lower()
+        if "trust_remote_code" in lowered:
+            return (
+                f"{ref} needs custom code to load; set STELLARCHAT_TRUST_REMOTE_CODE=1 only if you "
+                "trust its authors"
+            )
+        if any(k in lowered for k in ("deserializ", "header", "safetensor", "unpickl", "corrupt")):
+            return f"the weights of {ref} could not be read ({text}); re-download or re-export them"
+        if any(k in lowered for k in ("offline", "connection", "resolve", "couldn't connect")):
+            return (
+                f"{ref} is not in the local cache and the model hub cannot be reached ({text}); "
+                "download it once with internet access, or point STELLARCHAT_MODEL at a folder"
+            )
+        return f"could not load {ref}: {text}"
+
+    # --- generation ----------------------------------------------------------------------
+
+    def stream(
+        self,
+        turns: Sequence[Turn],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamItem]:
+        started = time.monotonic()
+        cancel = cancel or threading.Event()
+        try:
+            validate_turns(turns)
+            loaded = self.load()
+        except BackendError as exc:
+            yield Result(finish_reason="error", error_code=exc.code, error=str(exc))
+            return
+        with self._generate_lock:
+            yield from self._generate(loaded, turns, options, cancel, started)
+
+    def _generate(
+        self,
+        loaded: Loaded,
+        turns: Sequence[Turn],
+        options: GenerationOptions,
+        cancel: threading.Event,
+        started: float,
+    ) -> Iterator[StreamItem]:
+        import torch
+
+        tokenizer, model = loaded.tokenizer, loaded.model
+        prompt_tokens = completion = 0
+        ttft_ms: float | None = None
+
+        def result(reason: Any, **extra: Any) -> Result:
+            return Result(
+                finish_reason=reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion,
+                ttft_ms=ttft_ms,
+                duration_ms=(time.monotonic() - started) * 1000.0,
+                **extra,
+            )
+
+        try:
+            budget = loaded.context_length - options.max_new_tokens
+            if budget < 1:
+                raise BackendError(
+                    f"max_new_tokens={options.max_new_tokens} leaves no room for the prompt in "
+                    f"this model's context of {loaded.context_length} tokens",
+                    code="invalid_option",
+                )
+            prompt = build_prompt(tokenizer, turns, budget=budget, template=loaded.template)
+            prompt_tokens = len(prompt.ids)
+            if prompt.turns_dropped:
+                logger.debug("context: dropped %d oldest turns", prompt.turns_dropped)
+
+            sampler = Sampler(options, device=loaded.device)
+            text = TextAssembler(tokenizer, stop=options.stop)
+            input_ids = torch.tensor([prompt.ids], device=loaded.device)
+            past = None
+            reason: Any = "length"
+            with torch.inference_mode():
+                for _ in range(options.max_new_tokens):
+                    if cancel.is_set():
+                        reason = "cancelled"
+                        break
+                    out = model(input_ids=input_ids, cache=past, use_cache=True)
+                    past = out.cache
+                    token = sampler.pick(out.logits[0, -1, :])
+                    completion += 1
+                    if ttft_ms is None:
+                        ttft_ms = (time.monotonic() - started) * 1000.0
+                    if token in loaded.eos_ids:
+                        reason = "stop"
+                        break
+                    delta = text.add(token)
+                    if delta:
+                        yield delta
+                    if text.stopped:
+                        reason = "stop"
+                        break
+                    input_ids = torch.tensor([[token]], device=loaded.device)
+            tail = text.finish()
+            if tail:
+                yield tail
+            yield result(reason)
+        except BackendError as exc:
+            yield result("error", error_code=exc.code, error=str(exc))
+        except (torch.OutOfMemoryError, MemoryError):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            yield result(
+                "error",
+                error_code="inference_unavailable",
+                error="out of memory while generating; lower max_new_tokens or use a smaller model",
+            )
+        except Exception as exc:  # never let a generation failure escape as a hang or crash
+            logger.exception("generation failed")
+            yield result(
+                "error", error_code="internal", error=f"generation failed: {_one_line(exc)}"
+            )
+
+
+class Sampler:
+    """Greedy at temperature 0, else temperature / top-k / top-p with a seeded generator."""
+
+    def __init__(self, options: GenerationOptions, *, device: Any) -> None:
+        import torch
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.greedy = options.greedy
+        self.warpers = LogitsProcessorList()
+        if not self.greedy:
+            self.warpers.append(TemperatureLogitsWarper(options.temperature))
+            if options.top_k > 0:
+                self.warpers.append(TopKLogitsWarper(options.top_k))
+            if options.top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(options.top_p))
+        seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(7), "big")
+        gen_device = device if getattr(device, "type", str(device)) != "mps" else "cpu"
+        self.generator = torch.Generator(device=gen_device).manual_seed(seed)
+
+    def pick(self, logits: Any) -> int:
+        import torch
+
+        if self.greedy:
+            return int(torch.argmax(logits).item())
+        scores = self.warpers(None, logits.float().unsqueeze(0))
+        probs = torch.softmax(scores, dim=-1)
+        if probs.device.type == "mps":
+            probs = probs.cpu()
+        return int(torch.multinomial(probs[0], 1, generator=self.generator).item())
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, list | tuple):
+        ids.update(int(i) for i in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def _context_length(model: Any, tokenizer: Any) -> int:
+    config = model.config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            break
+    else:
+        value = 2048
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < value:
+        value = tok_max
+    return int(value)

@@ -1,0 +1,60 @@
+"""Run a backend's blocking stream off the event loop, on one dedicated inference thread.
+
+All inference of a process happens on that one thread (torch's per-thread state, CUDA graphs
+and compile caches stay on it, and generations never oversubscribe the cores). The async side
+awaits deltas through a queue, so the event loop is never blocked by a decode step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from inference.backends.base import Backend, Result, StreamItem, Turn
+from inference.options import GenerationOptions
+
+logger = logging.getLogger(__name__)
+
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+_DONE = object()
+
+
+async def astream(
+    backend: Backend,
+    turns: Sequence[Turn],
+    options: GenerationOptions,
+    cancel: threading.Event | None = None,
+) -> AsyncIterator[StreamItem]:
+    """Async view of ``backend.stream``. Leaving the loop early cancels the generation."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    cancel = cancel or threading.Event()
+
+    def put(item: object) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone: nobody is listening any more
+            cancel.set()
+
+    def produce() -> None:
+        try:
+            for item in backend.stream(turns, options, cancel):
+                put(item)
+        except BaseException as exc:  # a backend must not raise; if one does, end cleanly
+            logger.exception("backend %s raised", getattr(backend, "name", backend))
+            put(Result(finish_reason="error", error_code="internal", error=f"backend error: {exc}"))
+        finally:
+            put(_DONE)
+
+    loop.run_in_executor(_executor, produce)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            yield item  # type: ignore[misc]
+    finally:
+        cancel.set()
