@@ -77,6 +77,16 @@ class Message(models.Model):
     tokens_per_second = models.FloatField(null=True, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
     feedback = models.SmallIntegerField(choices=Feedback.choices, default=Feedback.NONE)
+    # Regenerate and edit never delete: the older version stays, out of the current thread.
+    superseded = models.BooleanField(default=False)
+    replaces = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replaced_by",
+        help_text=_("The earlier version this message is a new version of."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -102,3 +102,143 @@ def message_set_feedback(*, message: Message, feedback: int) -> Message:
     message.feedback = feedback
     message.save(update_fields=["feedback"])
     return message
+
+
+# --- The reply lifecycle -------------------------------------------------------------------
+
+
+class ConversationBusy(Exception):
+    """A reply is already streaming in this conversation."""
+
+
+class NothingToAnswer(Exception):
+    """Regenerate or edit found no user turn to answer."""
+
+
+def _lock(conversation: Conversation) -> None:
+    """Serialize reply starts per conversation (row lock on PostgreSQL; SQLite's write lock)."""
+    Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk").get()
+    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
+        raise ConversationBusy
+
+
+def _placeholder(
+    conversation: Conversation, *, model_name: str, replaces: Message | None
+) -> Message:
+    reply = message_append(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content="",
+        status=Message.Status.STREAMING,
+        model_name=model_name,
+    )
+    if replaces is not None:
+        reply.replaces = replaces
+        reply.save(update_fields=["replaces"])
+    return reply
+
+
+def reply_request(
+    *, conversation: Conversation, content: str, model_name: str = ""
+) -> tuple[Message, Message]:
+    """Save the user's turn and the (streaming) reply placeholder, atomically."""
+    with transaction.atomic():
+        _lock(conversation)
+        user_turn = message_append(
+            conversation=conversation, role=Message.Role.USER, content=content
+        )
+        reply = _placeholder(conversation, model_name=model_name, replaces=None)
+    return user_turn, reply
+
+
+def reply_regenerate(
+    *, conversation: Conversation, model_name: str = ""
+) -> tuple[Message, Message]:
+    """A new reply to the last user turn; earlier replies to it stay as superseded versions."""
+    with transaction.atomic():
+        _lock(conversation)
+        current = Message.objects.filter(conversation=conversation, superseded=False)
+        last_user = current.filter(role=Message.Role.USER).order_by("-position").first()
+        if last_user is None:
+            raise NothingToAnswer
+        later = current.filter(position__gt=last_user.position)
+        previous = later.filter(role=Message.Role.ASSISTANT).order_by("-position").first()
+        later.update(superseded=True)
+        reply = _placeholder(conversation, model_name=model_name, replaces=previous)
+    return last_user, reply
+
+
+def reply_edit(
+    *, conversation: Conversation, message_id: Any, content: str, model_name: str = ""
+) -> tuple[Message, Message]:
+    """Replace a user turn with a new version and answer it; later turns leave the thread."""
+    with transaction.atomic():
+        _lock(conversation)
+        current = Message.objects.filter(conversation=conversation, superseded=False)
+        original = current.filter(pk=message_id, role=Message.Role.USER).first()
+        if original is None:
+            raise NothingToAnswer
+        current.filter(position__gte=original.position).update(superseded=True)
+        user_turn = message_append(
+            conversation=conversation, role=Message.Role.USER, content=content
+        )
+        user_turn.replaces = original
+        user_turn.save(update_fields=["replaces"])
+        reply = _placeholder(conversation, model_name=model_name, replaces=None)
+    return user_turn, reply
+
+
+def reply_flush(*, message_id: Any, content: str) -> None:
+    """Save the text so far of a streaming reply (every couple of seconds, never per token)."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=content)
+
+
+def reply_finish(
+    *,
+    message_id: Any,
+    content: str,
+    status: str,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    ttft_ms: float | None = None,
+    tokens_per_second: float | None = None,
+) -> bool:
+    """Write a reply's final text and status. Only the first finisher wins (True)."""
+    if status == Message.Status.STREAMING or status not in Message.Status.values:
+        raise ValueError(f"not a final status: {status!r}")
+    updated = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        content=content,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        ttft_ms=ttft_ms,
+        tokens_per_second=tokens_per_second,
+    )
+    return updated == 1
+
+
+def conversation_autotitle(*, conversation_id: Any) -> str | None:
+    """Title an untitled conversation after its first turn; return the new title or None."""
+    conversation = Conversation.objects.filter(pk=conversation_id, title="").first()
+    if conversation is None:
+        return None
+    first = (
+        Message.objects.filter(conversation=conversation, role=Message.Role.USER)
+        .order_by("position")
+        .values_list("content", flat=True)
+        .first()
+    )
+    title = make_title(first or "")
+    if not title:
+        return None
+    Conversation.objects.filter(pk=conversation.pk, title="").update(title=title)
+    return title
+
+
+def make_title(text: str, *, limit: int = 60) -> str:
+    """A short title from a user's first message: whitespace collapsed, cut at a word."""
+    words = " ".join(text.split()).strip(" .,:;!?-")
+    if len(words) <= limit:
+        return words
+    cut = words[:limit].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]
+    return cut.rstrip(" .,:;!?-") + "…"

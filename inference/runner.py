@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from inference.backends.base import Backend, Result, StreamItem, Turn
 from inference.options import GenerationOptions
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 _DONE = object()
+T = TypeVar("T")
 
 
 async def astream(
@@ -27,8 +29,13 @@ async def astream(
     turns: Sequence[Turn],
     options: GenerationOptions,
     cancel: threading.Event | None = None,
+    *,
+    on_start: Callable[[], None] | None = None,
 ) -> AsyncIterator[StreamItem]:
-    """Async view of ``backend.stream``. Leaving the loop early cancels the generation."""
+    """Async view of ``backend.stream``. Leaving the loop early cancels the generation.
+
+    ``on_start`` is called (on the inference thread) when the job leaves the queue and starts.
+    """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[object] = asyncio.Queue()
     cancel = cancel or threading.Event()
@@ -40,6 +47,8 @@ async def astream(
             cancel.set()
 
     def produce() -> None:
+        if on_start is not None:
+            on_start()
         try:
             for item in backend.stream(turns, options, cancel):
                 put(item)
@@ -58,3 +67,8 @@ async def astream(
             yield item  # type: ignore[misc]
     finally:
         cancel.set()
+
+
+async def run_on_inference_thread(func: Callable[[], T]) -> T:
+    """Run ``func`` on the inference thread (model loading, so later jobs queue behind it)."""
+    return await asyncio.get_running_loop().run_in_executor(_executor, func)

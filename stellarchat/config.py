@@ -184,6 +184,8 @@ class Config:
     trust_remote_code: bool
     log_level: str
     backend: str
+    max_message_chars: int
+    stream_timeout: int
     test_backend_delay_ms: int
 
 
@@ -255,6 +257,8 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         backend=env_choice(
             env, "STELLARCHAT_BACKEND", "transformers", BACKEND_RE, "transformers, test"
         ),
+        max_message_chars=env_int(env, "STELLARCHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1),
+        stream_timeout=env_int(env, "STELLARCHAT_STREAM_TIMEOUT", 15, minimum=1),
         test_backend_delay_ms=env_int(env, "STELLARCHAT_TEST_BACKEND_DELAY_MS", 0),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"

@@ -33,9 +33,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "channels",
-    "chat",
+    # Before "channels": inference's runworker (sweeper + model warm-up) overrides channels'.
     "inference",
+    "chat",
+    "channels",
 ]
 
 MIDDLEWARE = [
@@ -152,6 +153,8 @@ LOGGING = {
 
 # --- StellarChat -------------------------------------------------------------------------
 STELLARCHAT_BACKEND = CONFIG.backend
+STELLARCHAT_MAX_MESSAGE_CHARS = CONFIG.max_message_chars
+STELLARCHAT_STREAM_TIMEOUT = CONFIG.stream_timeout
 STELLARCHAT_TEST_BACKEND_DELAY_MS = CONFIG.test_backend_delay_ms
 STELLARCHAT_MODEL = CONFIG.model
 STELLARCHAT_ALLOW_SIGNUP = CONFIG.allow_signup

@@ -1,0 +1,225 @@
+"""What each client frame does, on the web side. The consumer only routes frames here.
+
+Every action checks ownership through a selector (someone else's conversation is ``not_found``,
+exactly like an unknown one), writes through services, and hands generation to the inference
+worker over the channel layer. Frames for the calling socket are returned; frames for every
+socket of the conversation go through its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
+
+from chat import replies, selectors, services, streams
+from chat.models import Conversation, Message
+from chat.protocol import Frame, ProtocolError
+from inference.backends.base import Result
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_CHANNEL = "inference"
+STOP_GRACE = 1.5  # seconds the worker gets to end a stopped reply itself
+
+Join = Callable[[str], Awaitable[None]]
+
+
+def not_found(frame: Frame) -> ProtocolError:
+    return ProtocolError("not_found", "no such conversation", client_id=frame.client_id)
+
+
+async def owned(user: Any, frame: Frame) -> Conversation:
+    conversation = await database_sync_to_async(selectors.conversation_get)(
+        user=user, conversation_id=frame.conversation
+    )
+    if conversation is None:
+        raise not_found(frame)
+    return conversation
+
+
+def saved_frame(message: Message, client_id: str | None) -> dict[str, Any]:
+    return {
+        "type": "message.saved",
+        "conversation": str(message.conversation_id),
+        "message": {
+            "id": str(message.pk),
+            "role": message.role,
+            "content": message.content,
+            "replaces": str(message.replaces_id) if message.replaces_id else None,
+        },
+        "client_id": client_id,
+    }
+
+
+async def _start(
+    layer: Any, *, conversation: Conversation, reply: Message, options: dict[str, Any]
+) -> None:
+    """Publish stream.start and queue the job. The reply exists (streaming) from here on."""
+    conv, msg = str(conversation.pk), str(reply.pk)
+    await streams.set_text(msg, "")
+    await streams.beat(msg)
+    await layer.group_send(
+        streams.conversation_group(conv),
+        {
+            "type": "stream.start",
+            "conversation": conv,
+            "message": msg,
+            "replaces": str(reply.replaces_id) if reply.replaces_id else None,
+        },
+    )
+    job = replies.Job(conversation=conv, message=msg, options=options)
+    try:
+        await layer.send(INFERENCE_CHANNEL, job.as_message())
+    except ChannelFull:
+        result = Result(
+            finish_reason="error",
+            error_code="inference_unavailable",
+            error="the inference queue is full; try again in a moment",
+        )
+        await replies.finish(job, layer=layer, text="", result=result)
+
+
+def _model_name() -> str:
+    from inference.backends import get_backend
+
+    backend = get_backend()
+    return str(getattr(backend, "display_name", backend.name))
+
+
+async def send(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+    if frame.conversation is None:
+        conversation = await database_sync_to_async(services.conversation_create)(
+            owner=user, model_name=_model_name()
+        )
+        await layer.group_send(
+            streams.user_group(user.pk),
+            {"type": "conversation.created", "conversation": str(conversation.pk), "title": ""},
+        )
+    else:
+        conversation = await owned(user, frame)
+    try:
+        user_turn, reply = await database_sync_to_async(services.reply_request)(
+            conversation=conversation, content=frame.content, model_name=_model_name()
+        )
+    except services.ConversationBusy:
+        raise ProtocolError(
+            "busy", "a reply is already streaming in this conversation", client_id=frame.client_id
+        ) from None
+    await join(str(conversation.pk))
+    group = streams.conversation_group(conversation.pk)
+    await layer.group_send(group, saved_frame(user_turn, frame.client_id))
+    await _start(layer, conversation=conversation, reply=reply, options=frame.options)
+    return []
+
+
+async def regenerate(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+    conversation = await owned(user, frame)
+    try:
+        _, reply = await database_sync_to_async(services.reply_regenerate)(
+            conversation=conversation, model_name=_model_name()
+        )
+    except services.ConversationBusy:
+        raise ProtocolError(
+            "busy", "a reply is already streaming", client_id=frame.client_id
+        ) from None
+    except services.NothingToAnswer:
+        raise ProtocolError(
+            "not_found", "no user turn to answer", client_id=frame.client_id
+        ) from None
+    await join(str(conversation.pk))
+    await _start(layer, conversation=conversation, reply=reply, options={})
+    return []
+
+
+async def edit(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+    conversation = await owned(user, frame)
+    try:
+        user_turn, reply = await database_sync_to_async(services.reply_edit)(
+            conversation=conversation,
+            message_id=frame.message,
+            content=frame.content,
+            model_name=_model_name(),
+        )
+    except services.ConversationBusy:
+        raise ProtocolError(
+            "busy", "a reply is already streaming", client_id=frame.client_id
+        ) from None
+    except services.NothingToAnswer:
+        raise ProtocolError(
+            "not_found", "no such user message", client_id=frame.client_id
+        ) from None
+    await join(str(conversation.pk))
+    group = streams.conversation_group(conversation.pk)
+    await layer.group_send(group, saved_frame(user_turn, frame.client_id))
+    await _start(layer, conversation=conversation, reply=reply, options={})
+    return []
+
+
+async def stop(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+    """Ask the worker to stop; if it has not ended the reply shortly, end it from here."""
+    conversation = await owned(user, frame)
+    reply = await database_sync_to_async(selectors.streaming_message)(
+        conversation_id=conversation.pk
+    )
+    if reply is None:
+        return []  # nothing streaming: stopping is idempotent
+    await streams.request_cancel(reply.pk)
+    asyncio.get_running_loop().create_task(_stop_fallback(layer, conversation.pk, reply.pk))
+    return []
+
+
+async def _stop_fallback(layer: Any, conversation_id: Any, message_id: Any) -> None:
+    """A reply still queued behind a dead or busy worker must stop within a second, too."""
+    await asyncio.sleep(STOP_GRACE)
+    text = await streams.get_text(message_id)
+    if text is None:
+        text = (
+            await database_sync_to_async(
+                lambda: (
+                    Message.objects.filter(pk=message_id).values_list("content", flat=True).first()
+                )
+            )()
+            or ""
+        )
+    job = replies.Job(conversation=str(conversation_id), message=str(message_id), options={})
+    await replies.finish(job, layer=layer, text=text, result=Result(finish_reason="cancelled"))
+
+
+async def subscribe(
+    user: Any, frame: Frame, *, layer: Any, join: Join, reconciler: streams.Reconciler
+) -> list[dict[str, Any]]:
+    """Join the conversation; if a reply is streaming, catch up with everything so far."""
+    conversation = await owned(user, frame)
+    conv = str(conversation.pk)
+    await join(conv)  # join first: deltas published from now on reach us
+    reply = await database_sync_to_async(selectors.streaming_message)(
+        conversation_id=conversation.pk
+    )
+    frames: list[dict[str, Any]] = [
+        {"type": "subscribed", "conversation": conv, "streaming": reply is not None}
+    ]
+    if reply is None:
+        return frames
+    msg = str(reply.pk)
+    text = await streams.get_text(msg)
+    if text is None:  # state expired or lost: the database has the text as of its last flush
+        text = reply.content
+    if reconciler.start(msg):
+        frames.append({"type": "stream.start", "conversation": conv, "message": msg})
+    offset = reconciler.sent[msg]
+    catch_up = reconciler.snapshot(msg, text)
+    frames.append(streams.delta_frame(conv, msg, offset, catch_up))
+    return frames
+
+
+HANDLERS = {
+    "chat.send": send,
+    "chat.regenerate": regenerate,
+    "chat.edit": edit,
+    "chat.stop": stop,
+}

@@ -1,0 +1,120 @@
+"""The chat WebSocket (/ws/chat/): authenticate, validate, route to ``chat.actions``, relay."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from chat import actions, streams
+from chat.protocol import ProtocolError, error_frame, parse_frame
+
+logger = logging.getLogger(__name__)
+
+MAX_SUBSCRIPTIONS = 50  # conversations one socket follows at once (oldest dropped first)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()  # before accept: the handshake is refused (HTTP 403)
+            return
+        from inference.worker import ensure_local_services
+
+        ensure_local_services(self.channel_layer)
+        self.user = user
+        self.groups_joined: OrderedDict[str, None] = OrderedDict()
+        self.reconciler = streams.Reconciler()
+        await self.channel_layer.group_add(streams.user_group(user.pk), self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "user"):
+            return
+        await self.channel_layer.group_discard(streams.user_group(self.user.pk), self.channel_name)
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def join(self, conversation: str) -> None:
+        group = streams.conversation_group(conversation)
+        if group in self.groups_joined:
+            self.groups_joined.move_to_end(group)
+            return
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined[group] = None
+        while len(self.groups_joined) > MAX_SUBSCRIPTIONS:
+            oldest, _ = self.groups_joined.popitem(last=False)
+            await self.channel_layer.group_discard(oldest, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        client_id = None
+        try:
+            frame = parse_frame(
+                text_data,
+                max_chars=settings.STELLARCHAT_MAX_MESSAGE_CHARS,
+                max_new_tokens_limit=settings.STELLARCHAT_MAX_NEW_TOKENS,
+            )
+            client_id = frame.client_id
+            if frame.type == "chat.subscribe":
+                frames = await actions.subscribe(
+                    self.user,
+                    frame,
+                    layer=self.channel_layer,
+                    join=self.join,
+                    reconciler=self.reconciler,
+                )
+            else:
+                frames = await actions.HANDLERS[frame.type](
+                    self.user, frame, layer=self.channel_layer, join=self.join
+                )
+        except ProtocolError as exc:
+            frames = [exc.frame()]
+        except Exception:
+            logger.exception("chat frame failed")
+            frames = [
+                error_frame("internal", "something went wrong; try again", client_id=client_id)
+            ]
+        for out in frames:
+            await self.send_json(out)
+
+    # --- group events: relayed to the client, deltas reconciled per socket ---------------
+
+    async def stream_start(self, event: dict[str, Any]) -> None:
+        if self.reconciler.start(event["message"]):
+            await self.send_json(event)
+
+    async def stream_delta(self, event: dict[str, Any]) -> None:
+        msg, offset = event["message"], event["offset"]
+        if msg not in self.reconciler.sent:
+            return  # a reply this socket never started following
+        if self.reconciler.has_gap(msg, offset):  # fill from the shared state first
+            text = await streams.get_text(msg) or ""
+            start = self.reconciler.sent[msg]
+            gap = self.reconciler.snapshot(msg, text[:offset])
+            if gap:
+                await self.send_json(streams.delta_frame(event["conversation"], msg, start, gap))
+        part = self.reconciler.delta(msg, offset, event["delta"])
+        if part is not None and part[1]:
+            await self.send_json(streams.delta_frame(event["conversation"], msg, *part))
+
+    async def stream_end(self, event: dict[str, Any]) -> None:
+        self.reconciler.end(event["message"])
+        await self.send_json(event)
+
+    async def relay(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    message_saved = relay
+    conversation_created = relay
+    conversation_updated = relay
+    error = relay
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        import json
+
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":"))

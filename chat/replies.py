@@ -1,0 +1,339 @@
+"""A reply's life on the inference side: generate, stream to the conversation's group, save.
+
+``run_reply`` runs in an inference worker (a separate ``runworker inference`` process, or the
+embedded worker inside the web process). It owns the reply from start to end, whether or not
+any socket is listening: it publishes coalesced deltas to the conversation group, keeps the
+shared stream state current, writes the database every couple of seconds and at the end.
+
+``sweep`` runs in every process: it ends replies whose worker stopped showing signs of life
+(killed, hung, or never picked the request up), so no message stays ``streaming``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from chat import selectors, services, streams
+from chat.models import Message
+from chat.protocol import error_frame
+from inference import runner
+from inference.backends import get_backend
+from inference.backends.base import Result
+from inference.options import OptionError, parse_options
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.03  # seconds between coalesced deltas (the first goes out at once)
+DB_FLUSH_INTERVAL = 2.0  # seconds between saves of the text so far
+WATCH_INTERVAL = 0.1  # how often a running reply checks for stop requests
+STATUS_FOR = {
+    "stop": Message.Status.COMPLETE,
+    "length": Message.Status.COMPLETE,
+    "cancelled": Message.Status.CANCELLED,
+    "error": Message.Status.FAILED,
+}
+
+
+@dataclass
+class Job:
+    """What the web side puts on the ``inference`` channel: ids and options, never text."""
+
+    conversation: str
+    message: str
+    options: dict[str, Any]
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Job:
+        return cls(
+            conversation=str(uuid.UUID(str(message["conversation"]))),
+            message=str(uuid.UUID(str(message["message"]))),
+            options=dict(message.get("options") or {}),
+        )
+
+    def as_message(self) -> dict[str, Any]:
+        return {
+            "type": "inference.generate",
+            "conversation": self.conversation,
+            "message": self.message,
+            "options": self.options,
+        }
+
+
+def end_frames(
+    conversation: str, message: str, result: Result, *, error_code: str | None = None
+) -> list[dict[str, Any]]:
+    """The group events that close a reply: an ``error`` first when it failed, then stream.end."""
+    frames: list[dict[str, Any]] = []
+    if result.finish_reason == "error":
+        frames.append(
+            error_frame(
+                error_code or result.error_code or "internal",
+                result.error or "the reply failed",
+            )
+        )
+    tps = result.tokens_per_second
+    frames.append(
+        {
+            "type": "stream.end",
+            "conversation": conversation,
+            "message": message,
+            "finish_reason": result.finish_reason,
+            "usage": {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+            },
+            "timings": {
+                "ttft_ms": round(result.ttft_ms, 2) if result.ttft_ms is not None else None,
+                "tokens_per_second": round(tps, 2) if tps is not None else None,
+            },
+        }
+    )
+    return frames
+
+
+async def publish(layer: Any, conversation: str, frames: list[dict[str, Any]]) -> None:
+    group = streams.conversation_group(conversation)
+    for frame in frames:
+        await layer.group_send(group, {**frame, "conversation": conversation})
+
+
+@database_sync_to_async
+def _load(job: Job) -> tuple[Message | None, list[dict[str, str]], dict[str, Any]]:
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(pk=job.message, status=Message.Status.STREAMING)
+        .first()
+    )
+    if message is None:
+        return None, [], {}
+    return message, selectors.context_turns(message=message), dict(message.conversation.options)
+
+
+async def run_reply(job: Job, *, layer: Any) -> None:
+    """Generate one reply end to end. Never raises: every path ends the reply."""
+    try:
+        await _run_reply(job, layer=layer)
+    except Exception:
+        logger.exception("reply %s failed unexpectedly", job.message)
+        result = Result(finish_reason="error", error_code="internal", error="internal error")
+        await finish(
+            job, layer=layer, text=await streams.get_text(job.message) or "", result=result
+        )
+
+
+async def _run_reply(job: Job, *, layer: Any) -> None:
+    await streams.beat(job.message)
+    message, turns, conversation_options = await _load(job)
+    if message is None:  # already ended (stopped while queued, or swept)
+        return
+    try:
+        options = parse_options(
+            {**conversation_options, **job.options},
+            max_new_tokens_limit=settings.STELLARCHAT_MAX_NEW_TOKENS,
+        )
+    except OptionError as exc:
+        result = Result(finish_reason="error", error_code="invalid_option", error=str(exc))
+        await finish(job, layer=layer, text="", result=result)
+        return
+
+    cancel = threading.Event()
+    state = _ReplyState(job=job, layer=layer)
+    started = threading.Event()
+    watcher = asyncio.create_task(_watch(job, cancel, started, state))
+    result: Result | None = None
+    try:
+        async for item in runner.astream(
+            get_backend(), turns, options, cancel, on_start=started.set
+        ):
+            if isinstance(item, Result):
+                result = item
+            else:
+                state.add(item)
+    finally:
+        watcher.cancel()
+    await state.drain()
+    if result is None:  # pragma: no cover - the runner always ends with a Result
+        result = Result(finish_reason="error", error_code="internal", error="no result")
+    if state.stalled:
+        result = Result(
+            finish_reason="error",
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            ttft_ms=result.ttft_ms,
+            duration_ms=result.duration_ms,
+            error_code="inference_unavailable",
+            error=f"the model made no progress for {settings.STELLARCHAT_STREAM_TIMEOUT} s",
+        )
+    await finish(job, layer=layer, text=state.text, result=result)
+
+
+class _ReplyState:
+    """Coalesces deltas: the first goes out at once, then at most one every FLUSH_INTERVAL."""
+
+    def __init__(self, *, job: Job, layer: Any) -> None:
+        self.job = job
+        self.layer = layer
+        self.text = ""
+        self.pending = ""
+        self.last_flush = 0.0
+        self.last_db = time.monotonic()
+        self.last_progress = time.monotonic()
+        self.stalled = False
+        self._timer: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def add(self, delta: str) -> None:
+        self.pending += delta
+        self.last_progress = time.monotonic()
+        if self._timer is None or self._timer.done():
+            wait = max(0.0, self.last_flush + FLUSH_INTERVAL - time.monotonic())
+            self._timer = asyncio.create_task(self._flush_after(wait))
+
+    async def _flush_after(self, wait: float) -> None:
+        if wait:
+            await asyncio.sleep(wait)
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self.pending:
+                return
+            chunk, self.pending = self.pending, ""
+            offset = len(self.text)
+            self.text += chunk
+            self.last_flush = time.monotonic()
+            # State first, then the delta: a subscriber's snapshot can never miss a delta.
+            await streams.set_text(self.job.message, self.text)
+            await self.layer.group_send(
+                streams.conversation_group(self.job.conversation),
+                streams.delta_frame(self.job.conversation, self.job.message, offset, chunk),
+            )
+            if time.monotonic() - self.last_db >= DB_FLUSH_INTERVAL:
+                self.last_db = time.monotonic()
+                await database_sync_to_async(services.reply_flush)(
+                    message_id=self.job.message, content=self.text
+                )
+
+    async def drain(self) -> None:
+        if self._timer is not None and not self._timer.done():
+            self._timer.cancel()
+        await self.flush()
+
+
+async def _watch(
+    job: Job, cancel: threading.Event, started: threading.Event, state: _ReplyState
+) -> None:
+    """Heartbeat, stop requests and stall detection for one reply, off the token path."""
+    timeout = settings.STELLARCHAT_STREAM_TIMEOUT
+    last_beat = 0.0
+    while not cancel.is_set():
+        now = time.monotonic()
+        if now - last_beat >= 1.0:
+            await streams.beat(job.message)
+            last_beat = now
+        if await streams.cancel_requested(job.message):
+            cancel.set()
+            return
+        if not started.is_set():
+            state.last_progress = now  # queued behind another reply: not stalled
+        elif now - state.last_progress > timeout:
+            logger.warning("reply %s stalled for %s s; ending it", job.message, timeout)
+            state.stalled = True
+            cancel.set()
+            return
+        await asyncio.sleep(WATCH_INTERVAL)
+
+
+async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
+    """Save the final state; if this call ended the reply, tell every subscribed socket."""
+    status = STATUS_FOR[result.finish_reason]
+    won = await database_sync_to_async(services.reply_finish)(
+        message_id=job.message,
+        content=text,
+        status=status,
+        prompt_tokens=result.prompt_tokens or None,
+        completion_tokens=result.completion_tokens,
+        ttft_ms=result.ttft_ms,
+        tokens_per_second=result.tokens_per_second,
+    )
+    await streams.clear(job.message)
+    if not won:
+        return
+    await publish(layer, job.conversation, end_frames(job.conversation, job.message, result))
+    if status == Message.Status.COMPLETE:
+        title = await database_sync_to_async(services.conversation_autotitle)(
+            conversation_id=job.conversation
+        )
+        if title:
+            await announce_title(layer, job.conversation, title)
+
+
+async def announce_title(layer: Any, conversation: str, title: str) -> None:
+    owner_id = await database_sync_to_async(
+        lambda: (
+            Message.objects.filter(conversation_id=conversation)
+            .values_list("conversation__owner_id", flat=True)
+            .first()
+        )
+    )()
+    frame = {"type": "conversation.updated", "conversation": conversation, "title": title}
+    await layer.group_send(streams.conversation_group(conversation), frame)
+    if owner_id is not None:
+        await layer.group_send(streams.user_group(owner_id), frame)
+
+
+# --- the sweeper ----------------------------------------------------------------------------
+
+
+@database_sync_to_async
+def _streaming_rows() -> list[dict[str, Any]]:
+    return list(
+        Message.objects.filter(status=Message.Status.STREAMING).values(
+            "id", "conversation_id", "created_at", "content"
+        )
+    )
+
+
+async def sweep(layer: Any, *, now: float | None = None) -> int:
+    """End replies whose worker went silent for STELLARCHAT_STREAM_TIMEOUT; return how many."""
+    timeout = settings.STELLARCHAT_STREAM_TIMEOUT
+    now = time.time() if now is None else now
+    ended = 0
+    for row in await _streaming_rows():
+        last = await streams.last_beat(row["id"])
+        if last is None:
+            last = row["created_at"].timestamp()
+        if now - last <= timeout:
+            continue
+        text = await streams.get_text(row["id"])
+        job = Job(conversation=str(row["conversation_id"]), message=str(row["id"]), options={})
+        result = Result(
+            finish_reason="error",
+            error_code="inference_unavailable",
+            error="the inference worker stopped answering; the reply so far is kept",
+        )
+        await finish(
+            job, layer=layer, text=text if text is not None else row["content"], result=result
+        )
+        ended += 1
+    return ended
+
+
+async def sweep_forever(layer: Any, *, interval: float = 2.0) -> None:
+    while True:
+        try:
+            ended = await sweep(layer)
+            if ended:
+                logger.warning("ended %d stalled replies", ended)
+        except Exception:
+            logger.exception("sweep failed")
+        await asyncio.sleep(interval)

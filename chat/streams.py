@@ -1,0 +1,123 @@
+"""Where a live reply's state lives so that any process can read it, and how each socket gets
+every part of a reply exactly once.
+
+State is in Django's cache (Redis in production, process memory in the embedded default):
+
+- ``stream:<message>``: the text streamed so far (updated before each delta is published, so a
+  late subscriber's snapshot plus the deltas it receives after joining the group leave no gap);
+- ``hb:<message>``: the last sign of life of the worker holding the reply;
+- ``cancel:<message>``: a stop request, readable by whichever worker holds the reply.
+
+The database keeps the reply itself; it is written at the start, every couple of seconds, and
+at the end, never per token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.cache import cache
+
+STATE_TTL = 3600
+
+
+def conversation_group(conversation_id: uuid.UUID | str) -> str:
+    return f"conv.{uuid.UUID(str(conversation_id)).hex}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def _key(kind: str, message_id: uuid.UUID | str) -> str:
+    return f"stellarchat:{kind}:{uuid.UUID(str(message_id)).hex}"
+
+
+async def set_text(message_id: uuid.UUID | str, text: str) -> None:
+    await cache.aset(_key("stream", message_id), text, STATE_TTL)
+
+
+async def get_text(message_id: uuid.UUID | str) -> str | None:
+    value = await cache.aget(_key("stream", message_id))
+    return value if isinstance(value, str) else None
+
+
+async def beat(message_id: uuid.UUID | str) -> None:
+    await cache.aset(_key("hb", message_id), time.time(), STATE_TTL)
+
+
+async def last_beat(message_id: uuid.UUID | str) -> float | None:
+    value = await cache.aget(_key("hb", message_id))
+    return float(value) if isinstance(value, int | float) else None
+
+
+async def request_cancel(message_id: uuid.UUID | str) -> None:
+    await cache.aset(_key("cancel", message_id), True, STATE_TTL)
+
+
+async def cancel_requested(message_id: uuid.UUID | str) -> bool:
+    return bool(await cache.aget(_key("cancel", message_id)))
+
+
+async def clear(message_id: uuid.UUID | str) -> None:
+    await cache.adelete_many([_key(k, message_id) for k in ("stream", "hb", "cancel")])
+
+
+@dataclass
+class Reconciler:
+    """Per socket: turns snapshots and live deltas into an exact, gapless, in-order stream.
+
+    ``sent`` maps a streaming message to how many code points of it this socket has been sent.
+    """
+
+    sent: dict[str, int] = field(default_factory=dict)
+
+    def start(self, message: str) -> bool:
+        """True if this socket has not seen the reply start yet."""
+        if message in self.sent:
+            return False
+        self.sent[message] = 0
+        return True
+
+    def snapshot(self, message: str, text: str) -> str:
+        """The part of ``text`` (the reply so far) this socket has not been sent yet."""
+        done = self.sent.setdefault(message, 0)
+        if len(text) <= done:
+            return ""
+        self.sent[message] = len(text)
+        return text[done:]
+
+    def delta(self, message: str, offset: int, text: str) -> tuple[int, str] | None:
+        """What to send for a live delta at ``offset``: ``(offset, text)``, or None if seen.
+
+        A delta beyond what was sent (a gap) returns None too; the caller fills the gap
+        from the stored state, then retries.
+        """
+        done = self.sent.get(message)
+        if done is None or offset > done:
+            return None
+        end = offset + len(text)
+        if end <= done:
+            return (done, "")
+        self.sent[message] = end
+        return (done, text[done - offset :])
+
+    def has_gap(self, message: str, offset: int) -> bool:
+        done = self.sent.get(message)
+        return done is None or offset > done
+
+    def end(self, message: str) -> None:
+        self.sent.pop(message, None)
+
+
+def delta_frame(conversation: str, message: str, offset: int, delta: str) -> dict[str, Any]:
+    return {
+        "type": "stream.delta",
+        "conversation": conversation,
+        "message": message,
+        "delta": delta,
+        "offset": offset,
+    }

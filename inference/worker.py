@@ -1,0 +1,99 @@
+"""The inference worker: a Channels consumer on the ``inference`` channel.
+
+Production runs it as ``python manage.py runworker inference`` (one model per process, Redis
+between processes). The embedded default (no ``REDIS_URL``) runs the same worker as a task
+inside the web process, started on the first WebSocket connection — runworker cannot share an
+in-memory channel layer, and daphne has no lifespan hook to start it earlier.
+
+Handlers start work and return at once: one consumer instance serves every job of a process,
+so a handler that generated inline would block all others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.worker import Worker
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+_tasks: set[asyncio.Task[Any]] = set()
+_started: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool] = weakref.WeakKeyDictionary()
+
+
+def _keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    """Hold a reference so the task is not garbage-collected mid-flight."""
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
+class InferenceConsumer(AsyncConsumer):
+    async def inference_generate(self, message: dict[str, Any]) -> None:
+        from chat.replies import Job, run_reply
+
+        try:
+            job = Job.from_message(message)
+        except (KeyError, ValueError, TypeError):
+            logger.error("dropping malformed inference job: %.200r", message)
+            return
+        _keep(asyncio.create_task(run_reply(job, layer=self.channel_layer)))
+
+
+async def warm_up() -> None:
+    """Load the model on the inference thread now, so the first reply does not pay for it."""
+    from inference.backends import get_backend
+    from inference.runner import run_on_inference_thread
+
+    backend = get_backend()
+    load = getattr(backend, "load", None)
+    if load is None:
+        return
+    try:
+        await run_on_inference_thread(load)
+    except Exception as exc:  # reported again, per reply, as an error ending
+        logger.error("model warm-up failed: %s", exc)
+
+
+def start_background(layer: Any, *, inference: bool) -> None:
+    """Start this event loop's sweeper (every process) and, if asked, the model warm-up."""
+    from chat.replies import sweep_forever
+
+    _keep(asyncio.create_task(sweep_forever(layer)))
+    if inference:
+        _keep(asyncio.create_task(warm_up()))
+
+
+class InferenceWorker(Worker):
+    """channels' Worker plus the sweeper and model warm-up (used by our ``runworker``)."""
+
+    async def handle(self) -> None:
+        start_background(self.channel_layer, inference=True)
+        await super().handle()
+
+
+def embedded() -> bool:
+    """Inference runs inside the web process unless a shared channel layer (Redis) is set."""
+    return not settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
+
+
+def ensure_local_services(layer: Any) -> None:
+    """Once per event loop of a web process: the sweeper, and the embedded worker if any."""
+    loop = asyncio.get_running_loop()
+    if _started.get(loop):
+        return
+    _started[loop] = True
+    if embedded():
+        from channels.routing import get_default_application
+
+        worker = InferenceWorker(
+            application=get_default_application(), channels=["inference"], channel_layer=layer
+        )
+        _keep(loop.create_task(worker.arun()))
+    else:
+        start_background(layer, inference=False)

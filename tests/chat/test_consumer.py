@@ -1,0 +1,498 @@
+"""The chat WebSocket, through the real ASGI stack (auth, origin check, embedded worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from chat.models import Conversation, Message
+from tests import factories
+from tests.chat.wsclient import Socket, communicator, connect, reply_text, session_cookie
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def fresh_layer(settings: Any) -> Any:
+    settings.STELLARCHAT_BACKEND = "test"
+    settings.STELLARCHAT_TEST_BACKEND_DELAY_MS = 0
+    await get_channel_layer().flush()
+    yield
+    await get_channel_layer().flush()
+
+
+async def make_user(name: str) -> Any:
+    return await database_sync_to_async(factories.make_user)(name)
+
+
+@database_sync_to_async
+def messages_of(conversation: str) -> list[Message]:
+    return list(Message.objects.filter(conversation_id=conversation).order_by("position"))
+
+
+async def chat(
+    sock: Socket, content: str, conversation: str | None = None, **extra: Any
+) -> list[dict[str, Any]]:
+    await sock.send(
+        {"type": "chat.send", "conversation": conversation, "content": content, **extra}
+    )
+    return await sock.until("stream.end")
+
+
+def only(frames: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [f for f in frames if f["type"] == kind]
+    assert len(found) == 1, (kind, frames)
+    return found[0]
+
+
+# --- the happy path -----------------------------------------------------------------------
+
+
+async def test_it_streams_saves_and_titles_a_reply() -> None:
+    user = await make_user("ada")
+    sock = await connect(user)
+    frames = await chat(sock, "Tell me about nebulae 🌌 please", client_id="c-1")
+    kinds = [f["type"] for f in frames]
+    assert kinds[:3] == ["conversation.created", "message.saved", "stream.start"]
+    assert kinds[-1] == "stream.end"
+    conv = only(frames, "conversation.created")["conversation"]
+    saved = only(frames, "message.saved")
+    assert saved["client_id"] == "c-1" and saved["message"]["role"] == "user"
+    assert saved["message"]["content"] == "Tell me about nebulae 🌌 please"
+    start, end = only(frames, "stream.start"), only(frames, "stream.end")
+    text = reply_text(frames)
+    assert text == "You said: Tell me about nebulae 🌌 please (turn 1)"
+    assert end["finish_reason"] == "stop" and end["message"] == start["message"]
+    assert end["usage"]["completion_tokens"] == 10 and end["usage"]["prompt_tokens"] > 0
+    assert set(end["timings"]) == {"ttft_ms", "tokens_per_second"}
+
+    rows = await messages_of(conv)
+    assert [(m.role, m.status) for m in rows] == [("user", "complete"), ("assistant", "complete")]
+    assert str(rows[0].pk) == saved["message"]["id"] and str(rows[1].pk) == start["message"]
+    assert rows[1].content == text  # the saved text equals the streamed deltas joined
+    assert rows[1].completion_tokens == 10 and rows[1].model_name == "stellarchat-test"
+
+    updated = (await sock.until("conversation.updated"))[-1]
+    assert updated == {
+        "type": "conversation.updated",
+        "conversation": conv,
+        "title": "Tell me about nebulae 🌌 please",
+    }
+    assert (
+        await database_sync_to_async(lambda: Conversation.objects.get(pk=conv).title)()
+        == updated["title"]
+    )
+    await sock.close()
+
+
+async def test_multi_turn_keeps_the_context() -> None:
+    sock = await connect(await make_user("bo"))
+    first = await chat(sock, "one")
+    conv = only(first, "conversation.created")["conversation"]
+    second = await chat(sock, "two", conv)
+    assert reply_text(second) == "You said: two (turn 2)"
+    assert not [f for f in second if f["type"] == "conversation.created"]
+    rows = await messages_of(conv)
+    assert [m.position for m in rows] == [0, 1, 2, 3]
+    await sock.close()
+
+
+async def test_two_tabs_see_the_same_stream() -> None:
+    user = await make_user("cy")
+    tab_a, tab_b = await connect(user), await connect(user)
+    frames = await chat(tab_a, "first")
+    conv = only(frames, "conversation.created")["conversation"]
+    await tab_b.send({"type": "chat.subscribe", "conversation": conv})
+    got = await tab_b.until("subscribed")
+    assert got[0]["type"] == "conversation.created"  # the other tab's sidebar hears of it too
+    assert got[-1] == {"type": "subscribed", "conversation": conv, "streaming": False}
+    await tab_a.send({"type": "chat.send", "conversation": conv, "content": "[[long 30]]"})
+    a = await tab_a.until("stream.end")
+    b = await tab_b.until("stream.end")
+    assert reply_text(a) == reply_text(b) == " ".join(f"w{i}" for i in range(30))
+    assert only(b, "message.saved")["message"]["content"] == "[[long 30]]"
+    await tab_a.close()
+    await tab_b.close()
+
+
+async def test_subscribing_mid_stream_catches_up_exactly(settings: Any) -> None:
+    user = await make_user("di")
+    tab_a = await connect(user)
+    await tab_a.send(
+        {"type": "chat.send", "conversation": None, "content": "[[slow 20]] [[long 60]]"}
+    )
+    head = await tab_a.until("stream.start")
+    conv = head[0]["conversation"]
+    head += await tab_a.until("stream.delta")
+    head += await tab_a.until("stream.delta")
+    tab_b = await connect(user)
+    await tab_b.send({"type": "chat.subscribe", "conversation": conv})
+    first = await tab_b.recv()
+    assert first == {"type": "subscribed", "conversation": conv, "streaming": True}
+    assert (await tab_b.recv())["type"] == "stream.start"
+    catch_up = await tab_b.recv()
+    assert catch_up["type"] == "stream.delta" and catch_up["offset"] == 0
+    assert catch_up["delta"].startswith("w0 w1 ")
+    rest = await tab_b.until("stream.end")
+    full = " ".join(f"w{i}" for i in range(60))
+    assert reply_text([catch_up, *rest]) == full
+    assert reply_text(head + await tab_a.until("stream.end")) == full
+    await tab_a.close()
+    await tab_b.close()
+
+
+async def test_closing_the_tab_does_not_stop_the_reply() -> None:
+    user = await make_user("ed")
+    sock = await connect(user)
+    await sock.send(
+        {"type": "chat.send", "conversation": None, "content": "[[slow 10]] [[long 40]]"}
+    )
+    conv = (await sock.until("stream.start"))[0]["conversation"]
+    await sock.close()
+    for _ in range(100):
+        rows = await messages_of(conv)
+        if rows[-1].status != "streaming":
+            break
+        await asyncio.sleep(0.05)
+    assert rows[-1].status == "complete"
+    assert rows[-1].content == " ".join(f"w{i}" for i in range(40))
+    again = await connect(user)
+    await again.send({"type": "chat.subscribe", "conversation": conv})
+    assert (await again.recv())["streaming"] is False
+    await again.close()
+
+
+async def test_stop_cancels_within_a_second_and_keeps_the_text() -> None:
+    user = await make_user("fa")
+    sock, other_tab = await connect(user), await connect(user)
+    await sock.send(
+        {"type": "chat.send", "conversation": None, "content": "[[slow 30]] [[long 500]]"}
+    )
+    head = await sock.until("stream.delta")
+    conv = head[0]["conversation"]
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    await other_tab.send({"type": "chat.stop", "conversation": conv})  # any of the owner's tabs
+    frames = head + await sock.until("stream.end")
+    assert loop.time() - asked < 1.0
+    end = frames[-1]
+    assert end["finish_reason"] == "cancelled"
+    rows = await messages_of(conv)
+    assert rows[-1].status == "cancelled"
+    assert rows[-1].content == reply_text(frames) != ""
+    assert len(rows[-1].content.split()) < 500
+    await sock.close()
+    await other_tab.close()
+
+
+async def test_regenerate_keeps_the_earlier_version() -> None:
+    sock = await connect(await make_user("gu"))
+    frames = await chat(sock, "hello")
+    conv = only(frames, "conversation.created")["conversation"]
+    old_reply = only(frames, "stream.start")["message"]
+    await sock.send({"type": "chat.regenerate", "conversation": conv})
+    again = await sock.until("stream.end")
+    start = only(again, "stream.start")
+    assert start["message"] != old_reply and start["replaces"] == old_reply
+    assert reply_text(again) == "You said: hello (turn 1)"
+    rows = await messages_of(conv)
+    assert [(m.role, m.superseded, m.status) for m in rows] == [
+        ("user", False, "complete"),
+        ("assistant", True, "complete"),
+        ("assistant", False, "complete"),
+    ]
+    assert str(rows[2].replaces_id) == old_reply
+    await sock.close()
+
+
+async def test_edit_answers_anew_and_later_turns_leave_the_context() -> None:
+    sock = await connect(await make_user("hu"))
+    frames = await chat(sock, "first question")
+    conv = only(frames, "conversation.created")["conversation"]
+    first_id = only(frames, "message.saved")["message"]["id"]
+    await chat(sock, "second question", conv)
+    await sock.send(
+        {
+            "type": "chat.edit",
+            "conversation": conv,
+            "message": first_id,
+            "content": "better first",
+            "client_id": "e1",
+        }
+    )
+    edited = await sock.until("stream.end")
+    saved = only(edited, "message.saved")
+    assert saved["message"]["replaces"] == first_id and saved["client_id"] == "e1"
+    assert reply_text(edited) == "You said: better first (turn 1)"  # later turns left the context
+    rows = await messages_of(conv)
+    current = [(m.role, m.content) for m in rows if not m.superseded]
+    assert current == [("user", "better first"), ("assistant", "You said: better first (turn 1)")]
+    assert len(rows) == 6  # nothing deleted: kept for review
+    await sock.close()
+
+
+async def test_a_second_send_while_streaming_is_busy() -> None:
+    sock = await connect(await make_user("iv"))
+    await sock.send(
+        {"type": "chat.send", "conversation": None, "content": "[[slow 30]] [[long 200]]"}
+    )
+    conv = (await sock.until("stream.start"))[0]["conversation"]
+    await sock.send(
+        {"type": "chat.send", "conversation": conv, "content": "again", "client_id": "x2"}
+    )
+    await sock.send({"type": "chat.regenerate", "conversation": conv})
+    errors = []
+    while len(errors) < 2:
+        frame = await sock.recv()
+        if frame["type"] == "error":
+            errors.append(frame)
+    assert [e["code"] for e in errors] == ["busy", "busy"]
+    assert errors[0]["client_id"] == "x2"
+    rows = await messages_of(conv)
+    assert [m.content for m in rows if m.role == "user"] == [
+        "[[slow 30]] [[long 200]]"
+    ]  # nothing half-saved
+    await sock.send({"type": "chat.stop", "conversation": conv})
+    await sock.until("stream.end")
+    await sock.close()
+
+
+# --- errors -------------------------------------------------------------------------------
+
+BAD_FRAMES: list[str] = [
+    "not json",
+    " ",
+    "[]",
+    "42",
+    "null",
+    '"chat.send"',
+    "{}",
+    '{"type": 5}',
+    '{"type": "chat.launch"}',
+    '{"type": "chat.send"}',
+    '{"type": "chat.send", "conversation": null}',
+    '{"type": "chat.send", "conversation": null, "content": 7}',
+    '{"type": "chat.send", "conversation": null, "content": "   "}',
+    '{"type": "chat.send", "conversation": 12, "content": "hi"}',
+    '{"type": "chat.send", "conversation": "not-a-uuid", "content": "hi"}',
+    '{"type": "chat.send", "conversation": null, "content": "hi", "options": []}',
+    '{"type": "chat.send", "conversation": null, "content": "hi", "client_id": 5}',
+    '{"type": "chat.send", "conversation": null, "content": "a\\u0000b"}',
+    '{"type": "chat.send", "conversation": null, "content": "\\ud800"}',
+    '{"type": "chat.stop"}',
+    '{"type": "chat.subscribe", "conversation": null}',
+    json.dumps({"type": "chat.edit", "conversation": str(uuid.uuid4()), "content": "x"}),
+    "[" * 100000,
+    '{"type": "chat.send", "conversation": null, "content": "hi"',
+]
+
+
+async def test_malformed_frames_get_invalid_frame_and_the_socket_stays_usable() -> None:
+    sock = await connect(await make_user("jo"))
+    sent = 0
+    while sent < 100:
+        for bad in BAD_FRAMES:
+            await sock.send(bad)
+            frame = await sock.recv()
+            assert frame["type"] == "error" and frame["code"] == "invalid_frame", (bad[:60], frame)
+            assert frame["detail"]
+            sent += 1
+    await sock.comm.send_to(bytes_data=b"\x00\x01binary")
+    assert (await sock.recv())["code"] == "invalid_frame"
+    frames = await chat(sock, "still here?")
+    assert reply_text(frames) == "You said: still here? (turn 1)"
+    await sock.close()
+
+
+async def test_too_long_content(settings: Any) -> None:
+    settings.STELLARCHAT_MAX_MESSAGE_CHARS = 100
+    sock = await connect(await make_user("ka"))
+    await sock.send(
+        {"type": "chat.send", "conversation": None, "content": "x" * 101, "client_id": "big"}
+    )
+    frame = await sock.recv()
+    assert frame["code"] == "too_long" and frame["client_id"] == "big" and "100" in frame["detail"]
+    await sock.send("{" + '"a":"' + "y" * 2_000_000 + '"}')  # far over any sane frame
+    assert (await sock.recv())["code"] == "too_long"
+    assert await database_sync_to_async(Message.objects.count)() == 0
+    frames = await chat(sock, "x" * 100)  # exactly at the limit is fine
+    assert only(frames, "stream.end")["finish_reason"] == "stop"
+    await sock.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"temperature": 3}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"bogus": 1}, "bogus"),
+        ({"stop": [1]}, "stop"),
+        ({"seed": "x"}, "seed"),
+    ],
+)
+async def test_invalid_options(options: dict[str, Any], field: str) -> None:
+    sock = await connect(await make_user("lu"))
+    await sock.send(
+        {"type": "chat.send", "conversation": None, "content": "hi", "options": options}
+    )
+    frame = await sock.recv()
+    assert frame["code"] == "invalid_option" and field in frame["detail"]
+    assert await database_sync_to_async(Conversation.objects.count)() == 0  # nothing half-saved
+    await sock.close()
+
+
+async def test_options_are_honoured() -> None:
+    sock = await connect(await make_user("ma"))
+    frames = await chat(sock, "[[long 50]]", options={"max_new_tokens": 5})
+    assert only(frames, "stream.end")["finish_reason"] == "length"
+    assert reply_text(frames) == "w0 w1 w2 w3 w4 "
+    await sock.close()
+
+
+async def test_backend_failure_ends_with_internal_and_keeps_partial_text() -> None:
+    sock = await connect(await make_user("ne"))
+    frames = await chat(sock, "[[fail]] now")
+    error = only(frames, "error")
+    assert error["code"] == "internal" and error["client_id"] is None
+    assert frames.index(error) < len(frames) - 1  # the error comes before stream.end
+    assert frames[-1]["finish_reason"] == "error"
+    conv = only(frames, "conversation.created")["conversation"]
+    rows = await messages_of(conv)
+    assert rows[-1].status == "failed" and rows[-1].content == reply_text(frames) == "You said: "
+    await sock.close()
+
+
+async def test_model_that_cannot_load_is_inference_unavailable(
+    settings: Any, tmp_path: Any
+) -> None:
+    from inference import backends
+
+    settings.STELLARCHAT_BACKEND = "transformers"
+    settings.STELLARCHAT_MODEL = str(tmp_path / "no-model-here")
+    backends._instances.clear()
+    try:
+        sock = await connect(await make_user("ol"))
+        frames = await chat(sock, "hi")
+        error = only(frames, "error")
+        assert (
+            error["code"] == "inference_unavailable" and "no such model folder" in error["detail"]
+        )
+        assert frames[-1]["finish_reason"] == "error"
+        rows = await messages_of(only(frames, "conversation.created")["conversation"])
+        assert [m.status for m in rows] == ["complete", "failed"]  # the user turn is kept
+        await sock.close()
+    finally:
+        backends._instances.clear()
+
+
+async def test_a_stalled_model_ends_with_error(settings: Any) -> None:
+    settings.STELLARCHAT_STREAM_TIMEOUT = 1
+    sock = await connect(await make_user("pa"))
+    await sock.send({"type": "chat.send", "conversation": None, "content": "[[slow 3000]] hi"})
+    frames = await sock.until("stream.end", timeout=10)
+    assert only(frames, "error")["code"] == "inference_unavailable"
+    assert frames[-1]["finish_reason"] == "error"
+    rows = await messages_of(frames[0]["conversation"])
+    assert rows[-1].status == "failed"
+    await sock.close()
+
+
+async def test_sweeper_ends_replies_nobody_is_generating(settings: Any) -> None:
+    from chat import replies, services
+
+    settings.STELLARCHAT_STREAM_TIMEOUT = 1
+    user = await make_user("qi")
+    conv = await database_sync_to_async(factories.make_conversation)(user)
+    watcher = await connect(user)
+    await watcher.send({"type": "chat.subscribe", "conversation": str(conv.pk)})
+    await watcher.recv()
+    # A reply whose worker died before saying anything (no heartbeat, created long ago).
+    _, reply = await database_sync_to_async(services.reply_request)(conversation=conv, content="hi")
+    await database_sync_to_async(
+        lambda: Message.objects.filter(pk=reply.pk).update(content="part")
+    )()
+    assert await replies.sweep(get_channel_layer(), now=reply.created_at.timestamp() + 0.5) == 0
+    assert await replies.sweep(get_channel_layer(), now=reply.created_at.timestamp() + 5) == 1
+    frames = await watcher.until("stream.end")
+    assert only(frames, "error")["code"] == "inference_unavailable"
+    rows = await messages_of(str(conv.pk))
+    assert rows[-1].status == "failed" and rows[-1].content == "part"
+    assert await replies.sweep(get_channel_layer(), now=reply.created_at.timestamp() + 5) == 0
+    await watcher.close()
+
+
+# --- isolation and handshakes ---------------------------------------------------------------
+
+
+async def test_another_user_can_neither_subscribe_nor_send_nor_stop() -> None:
+    owner, intruder = await make_user("ra"), await make_user("mallory")
+    sock = await connect(owner)
+    await sock.send(
+        {"type": "chat.send", "conversation": None, "content": "[[slow 30]] [[long 100]]"}
+    )
+    head = await sock.until("stream.delta")
+    conv = head[0]["conversation"]
+    msg = only(head, "message.saved")["message"]["id"]
+    bad = await connect(intruder)
+    for frame in (
+        {"type": "chat.subscribe", "conversation": conv},
+        {"type": "chat.send", "conversation": conv, "content": "let me in"},
+        {"type": "chat.stop", "conversation": conv},
+        {"type": "chat.regenerate", "conversation": conv},
+        {"type": "chat.edit", "conversation": conv, "message": msg, "content": "mine now"},
+        {"type": "chat.subscribe", "conversation": str(uuid.uuid4())},
+    ):
+        await bad.send(frame)
+        answer = await bad.recv()
+        assert answer == {
+            "type": "error",
+            "code": "not_found",
+            "detail": "no such conversation",
+            "client_id": None,
+        }
+    assert await bad.comm.receive_nothing(timeout=0.3)  # no deltas leak to the intruder
+    frames = head + await sock.until("stream.end")
+    assert frames[-1]["finish_reason"] == "stop"  # the intruder's stop did nothing
+    assert len(reply_text(frames).split()) == 100
+    rows = await messages_of(conv)
+    assert [m.content for m in rows if m.role == "user"] == ["[[slow 30]] [[long 100]]"]
+    await sock.close()
+    await bad.close()
+
+
+async def test_anonymous_handshake_is_refused() -> None:
+    comm = communicator(cookie=None)
+    connected, _ = await comm.connect()
+    assert not connected
+
+
+async def test_cross_origin_and_missing_origin_handshakes_are_refused() -> None:
+    user = await make_user("sa")
+    cookie = await database_sync_to_async(session_cookie)(user)
+    for origin in (b"http://evil.example", b"null", None):
+        comm = communicator(cookie, origin=origin)
+        connected, _ = await comm.connect()
+        assert not connected, origin
+    comm = communicator(cookie)
+    connected, _ = await comm.connect()
+    assert connected
+    await comm.disconnect()
+
+
+async def test_json_with_unicode_is_sent_as_utf8_text() -> None:
+    sock = await connect(await make_user("ta"))
+    await sock.send(
+        {"type": "chat.send", "conversation": None, "content": "你好 \u202eRTL", "client_id": "💬"}
+    )
+    raw = await sock.comm.receive_from()
+    assert "你好" in raw or json.loads(raw)["type"] == "conversation.created"
+    await sock.until("stream.end")
+    await sock.close()
