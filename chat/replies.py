@@ -224,8 +224,10 @@ class _ReplyState:
                 )
 
     async def drain(self) -> None:
-        if self._timer is not None and not self._timer.done():
-            self._timer.cancel()
+        """Publish what is left. A flush in progress is awaited, never cancelled: cancelling
+        it between taking a chunk and publishing it would lose that chunk."""
+        if self._timer is not None:
+            await self._timer
         await self.flush()
 
 
