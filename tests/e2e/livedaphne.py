@@ -1,21 +1,25 @@
-"""Start the real thing: a daphne process serving stellarchat.asgi on a free loopback port."""
+"""Start the real thing: daphne and inference-worker processes on this machine, plus the
+throwaway PostgreSQL database and Redis keyspace they share."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 BASE = Path(__file__).resolve().parents[2]
-
-
 APP_PREFIXES = ("DJANGO_", "STELLARCHAT_")
 APP_NAMES = ("DATABASE_URL", "REDIS_URL")
 
@@ -28,7 +32,7 @@ def clean_env(**env: str) -> dict[str, str]:
     base = {
         k: v for k, v in os.environ.items() if not k.startswith(APP_PREFIXES) and k not in APP_NAMES
     }
-    return {**base, **env}
+    return {**base, "PYTHONUNBUFFERED": "1", **env}
 
 
 def free_port() -> int:
@@ -51,51 +55,117 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
+@dataclass
+class Service:
+    """A started process and its log (a file, not a pipe: a chatty server never blocks)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
 @contextmanager
-def daphne(env: dict[str, str], *, migrate: bool = True) -> Iterator[str]:
-    """Yield the base URL of a freshly started daphne; stop it afterwards."""
-    full_env = clean_env(**env)
-    python = sys.executable
-    if migrate:
-        subprocess.run(
-            [python, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=BASE,
-            env=full_env,
-            check=True,
-            timeout=120,
-        )
-    port = free_port()
-    # A file, not a pipe: a chatty server must never block on a full pipe.
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+def service(name: str, args: list[str], env: dict[str, str]) -> Iterator[Service]:
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [
-            python,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "stellarchat.asgi:application",
-        ],
-        cwd=BASE,
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        args, cwd=BASE, env=clean_env(**env), stdout=log, stderr=subprocess.STDOUT
     )
-    base = f"http://127.0.0.1:{port}"
+    svc = Service(name, proc, log)
     try:
-        wait_http(base + "/healthz")
-        yield base
+        yield svc
     except BaseException:
-        log.flush()
-        log.seek(0)
-        print("--- daphne log ---\n" + log.read().decode(errors="replace"), file=sys.stderr)
+        print(f"--- {name} log ---\n{svc.output()[-20000:]}", file=sys.stderr)
         raise
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        svc.stop()
         log.close()
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=BASE,
+        env=clean_env(**env),
+        check=True,
+        timeout=300,
+    )
+
+
+@dataclass
+class Server:
+    url: str
+    service: Service
+
+
+@contextmanager
+def daphne(env: dict[str, str], *, run_migrations: bool = True) -> Iterator[Server]:
+    """A freshly started daphne serving stellarchat.asgi on a free loopback port."""
+    if run_migrations:
+        migrate(env)
+    port = free_port()
+    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    with service(f"daphne:{port}", [*args, "stellarchat.asgi:application"], env) as svc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/healthz")
+        yield Server(url, svc)
+
+
+@contextmanager
+def worker(env: dict[str, str]) -> Iterator[Service]:
+    """``manage.py runworker inference``: a separate inference process."""
+    args = [sys.executable, "manage.py", "runworker", "inference"]
+    with service("worker", args, env) as svc:
+        yield svc
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL; yields its URL."""
+    import psycopg
+
+    from tests.services import POSTGRES_URL
+
+    admin_url = POSTGRES_URL.replace("postgres://", "postgresql://", 1)
+    name = f"stellarchat_e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def redis_db(index: int = 13) -> Iterator[str]:
+    """A Redis database index of the local server, emptied before and after."""
+    import redis
+
+    from tests.services import REDIS_URL
+
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{index}"
+    client: Any = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()

@@ -30,7 +30,8 @@ def _csrf(html: str) -> str:
 
 def test_a_new_user_signs_up_and_reaches_chat(tmp_path: Path) -> None:
     env = {"DJANGO_DEBUG": "1", "STELLARCHAT_DATA_DIR": str(tmp_path), "DATABASE_URL": ""}
-    with daphne(env) as base:
+    with daphne(env) as server:
+        base = server.url
         web = _opener()
         home = web.open(base + "/")
         assert home.url == base + "/accounts/login/?next=/"

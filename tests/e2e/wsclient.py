@@ -1,0 +1,116 @@
+"""A real WebSocket client (the `websockets` package) and real HTTP sign-up, for live servers."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import re
+import urllib.parse
+from typing import Any
+
+import websockets
+
+
+def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
+    jar = {}
+    for header in response.headers.get_all("Set-Cookie") or []:
+        name, _, rest = header.partition("=")
+        jar[name.strip()] = rest.split(";", 1)[0]
+    return jar
+
+
+def signup(base: str, username: str, password: str = "a-long-and-fine-passphrase") -> str:
+    """Sign up through the real form; return the Cookie header of the new session.
+
+    Cookies are handled by hand so this works with DEBUG off too (Secure cookies over the
+    loopback's plain HTTP, which a browser-like cookie jar would refuse to send back).
+    """
+    parts = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("GET", "/accounts/signup/")
+    page = conn.getresponse()
+    jar = _cookies(page)
+    html = page.read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert token, html[:500]
+    body = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": token.group(1),
+            "username": username,
+            "password1": password,
+            "password2": password,
+        }
+    )
+    conn.request(
+        "POST",
+        "/accounts/signup/",
+        body=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": "; ".join(f"{k}={v}" for k, v in jar.items()),
+            "Origin": base,
+            "Referer": base + "/accounts/signup/",
+        },
+    )
+    done = conn.getresponse()
+    done.read()
+    assert done.status == 302, done.status
+    jar.update(_cookies(done))
+    assert "sessionid" in jar
+    conn.close()
+    return "; ".join(f"{k}={v}" for k, v in jar.items())
+
+
+def get(base: str, path: str, cookie: str) -> tuple[int, str]:
+    parts = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("GET", path, headers={"Cookie": cookie})
+    response = conn.getresponse()
+    body = response.read().decode()
+    conn.close()
+    return response.status, body
+
+
+class LiveSocket:
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, base: str, cookie: str | None, origin: str | None = "self") -> LiveSocket:
+        headers = {}
+        if cookie:
+            headers["Cookie"] = cookie
+        if origin == "self":
+            origin = base
+        url = base.replace("http", "ws", 1) + "/ws/chat/"
+        ws = await websockets.connect(
+            url, additional_headers=headers, origin=origin, max_size=2**24, open_timeout=10
+        )
+        return cls(ws)
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 15) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def until(self, kind: str, timeout: float = 20) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = max(0.1, deadline - asyncio.get_running_loop().time())
+            frame = await self.recv(timeout=left)
+            got.append(frame)
+            if frame["type"] == kind:
+                return got
+
+    async def silent(self, seconds: float) -> bool:
+        try:
+            frame = await asyncio.wait_for(self.ws.recv(), seconds)
+        except TimeoutError:
+            return True
+        raise AssertionError(f"unexpected frame: {frame[:200]}")
+
+    async def close(self) -> None:
+        await self.ws.close()
