@@ -6,10 +6,11 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from chat import actions, streams
+from chat import actions, selectors, streams
 from chat.protocol import ProtocolError, error_frame, parse_frame
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(streams.delta_frame(event["conversation"], msg, *part))
 
     async def stream_end(self, event: dict[str, Any]) -> None:
-        self.reconciler.end(event["message"])
+        msg, length = event["message"], event.pop("length", None)
+        sent = self.reconciler.sent.get(msg)
+        if sent is not None and length is not None and sent < length:
+            text = await database_sync_to_async(selectors.message_content)(message_id=msg)
+            await self.send_json(streams.delta_frame(event["conversation"], msg, sent, text[sent:]))
+        self.reconciler.end(msg)
         await self.send_json(event)
 
     async def relay(self, event: dict[str, Any]) -> None:

@@ -270,7 +270,11 @@ async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
     await streams.clear(job.message)
     if not won:
         return
-    await publish(layer, job.conversation, end_frames(job.conversation, job.message, result))
+    frames = end_frames(job.conversation, job.message, result)
+    # For sockets only: how long the saved reply is, so one that lost a delta (a full channel
+    # drops group messages) notices at the end and catches up from the database.
+    frames[-1]["length"] = len(text)
+    await publish(layer, job.conversation, frames)
     if status == Message.Status.COMPLETE:
         title = await database_sync_to_async(services.conversation_autotitle)(
             conversation_id=job.conversation

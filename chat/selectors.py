@@ -80,3 +80,8 @@ def context_turns(*, message: Message) -> list[dict[str, str]]:
         else:
             turns.append({"role": role, "content": content})
     return turns
+
+
+def message_content(*, message_id: Any) -> str:
+    """The saved text of one message (for a socket catching up on a reply's end)."""
+    return Message.objects.filter(pk=message_id).values_list("content", flat=True).first() or ""

@@ -496,3 +496,47 @@ async def test_json_with_unicode_is_sent_as_utf8_text() -> None:
     assert "你好" in raw or json.loads(raw)["type"] == "conversation.created"
     await sock.until("stream.end")
     await sock.close()
+
+
+async def test_a_socket_that_lost_deltas_still_gets_every_part_exactly_once() -> None:
+    """Group messages over a channel's capacity are dropped; the socket must heal the gap."""
+    from chat import services, streams
+
+    user = await make_user("ua")
+    conv = await database_sync_to_async(factories.make_conversation)(user)
+    _, reply = await database_sync_to_async(services.reply_request)(conversation=conv, content="q")
+    c, m = str(conv.pk), str(reply.pk)
+    sock = await connect(user)
+    await sock.send({"type": "chat.subscribe", "conversation": c})
+    await sock.until("stream.delta")  # subscribed + start + empty catch-up
+    layer, group = get_channel_layer(), streams.conversation_group(c)
+    await streams.set_text(m, "ab")
+    await layer.group_send(group, streams.delta_frame(c, m, 0, "a"))
+    # "b" at offset 1 was dropped; "c" at 2 arrives: the gap is filled from the shared state.
+    await streams.set_text(m, "abc")
+    await layer.group_send(group, streams.delta_frame(c, m, 2, "c"))
+    # "d" is dropped too, and then the reply ends: the rest comes from the database.
+    await database_sync_to_async(services.reply_finish)(
+        message_id=m, content="abcd", status="complete"
+    )
+    await layer.group_send(
+        group,
+        {
+            "type": "stream.end",
+            "conversation": c,
+            "message": m,
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 1, "completion_tokens": 4},
+            "timings": {"ttft_ms": None, "tokens_per_second": None},
+            "length": 4,
+        },
+    )
+    frames = await sock.until("stream.end")
+    assert [(f["offset"], f["delta"]) for f in frames if f["type"] == "stream.delta"] == [
+        (0, "a"),
+        (1, "b"),
+        (2, "c"),
+        (3, "d"),
+    ]
+    assert "length" not in frames[-1]  # internal, not part of the protocol
+    await sock.close()
