@@ -93,8 +93,12 @@ def _model_name() -> str:
 
 async def send(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
     if frame.conversation is None:
+        prefs = await database_sync_to_async(selectors.preferences_for)(user=user)
         conversation = await database_sync_to_async(services.conversation_create)(
-            owner=user, model_name=_model_name()
+            owner=user,
+            model_name=_model_name(),
+            system_prompt=prefs.system_prompt,
+            options=prefs.options,
         )
         await layer.group_send(
             streams.user_group(user.pk),

@@ -107,3 +107,29 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.position}"
+
+
+class Preferences(models.Model):
+    """A person's settings: applied server-side so pages render right on the first paint."""
+
+    class Theme(models.TextChoices):
+        SYSTEM = "system", _("Follow the system")
+        LIGHT = "light", _("Light")
+        DARK = "dark", _("Dark")
+        STELLAR = "stellar", _("Stellar")
+
+    class Language(models.TextChoices):
+        AUTO = "", _("Follow the browser")
+        EN = "en", "English"
+        ZH_HANS = "zh-hans", "简体中文"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_preferences"
+    )
+    theme = models.CharField(max_length=16, choices=Theme.choices, default=Theme.SYSTEM)
+    language = models.CharField(max_length=16, choices=Language.choices, default="", blank=True)
+    system_prompt = models.TextField(_("default system prompt"), blank=True)
+    options = models.JSONField(_("default generation options"), default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user}"

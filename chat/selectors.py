@@ -4,11 +4,15 @@ forget to: someone else's conversation simply does not exist for the caller."""
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
 
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, Preferences
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:
@@ -85,3 +89,77 @@ def context_turns(*, message: Message) -> list[dict[str, str]]:
 def message_content(*, message_id: Any) -> str:
     """The saved text of one message (for a socket catching up on a reply's end)."""
     return Message.objects.filter(pk=message_id).values_list("content", flat=True).first() or ""
+
+
+def preferences_for(*, user: Any) -> Preferences:
+    """The user's preferences (unsaved defaults when they never changed any)."""
+    if not getattr(user, "is_authenticated", False):
+        return Preferences()
+    cached = getattr(user, "_chat_preferences", None)
+    if cached is None:
+        cached = Preferences.objects.filter(user=user).first() or Preferences(user=user)
+        user._chat_preferences = cached
+    return cached
+
+
+SIDEBAR_PAGE = 30
+MESSAGE_PAGE = 50
+
+
+def conversation_page(
+    *,
+    user: Any,
+    archived: bool = False,
+    query: str = "",
+    offset: int = 0,
+    limit: int = SIDEBAR_PAGE,
+) -> tuple[list[Conversation], bool]:
+    """One page of the sidebar (pinned first, then last activity), optionally searched over
+    titles and message text. Returns the page and whether more follow."""
+    qs = conversation_list(user=user, archived=archived)
+    query = query.strip()[:200]
+    if query:
+        in_messages = Message.objects.filter(
+            conversation=OuterRef("pk"), content__icontains=query, superseded=False
+        )
+        qs = qs.filter(Q(title__icontains=query) | Exists(in_messages))
+    rows = list(qs[offset : offset + limit + 1])
+    return rows[:limit], len(rows) > limit
+
+
+def group_by_day(
+    conversations: list[Conversation], *, today: date
+) -> list[tuple[str, list[Conversation]]]:
+    """Sidebar groups: Pinned, Today, Yesterday, Previous 7 days, Previous 30 days, then months."""
+    groups: dict[str, list[Conversation]] = {}
+    for c in conversations:
+        if c.pinned:
+            label = str(_("Pinned"))
+        else:
+            day = timezone.localdate(c.updated_at)
+            age = (today - day).days
+            if age <= 0:
+                label = str(_("Today"))
+            elif age == 1:
+                label = str(_("Yesterday"))
+            elif age < 7:
+                label = str(_("Previous 7 days"))
+            elif age < 30:
+                label = str(_("Previous 30 days"))
+            else:
+                label = date_format(day, "YEAR_MONTH_FORMAT")
+        groups.setdefault(label, []).append(c)
+    return list(groups.items())
+
+
+def message_window(
+    *, conversation: Conversation, before: int | None = None, limit: int = MESSAGE_PAGE
+) -> tuple[list[Message], bool]:
+    """The newest ``limit`` current messages (before ``before``, a position), oldest first,
+    and whether older ones exist: long conversations open fast and page in on scroll-up."""
+    qs = current_messages(conversation=conversation)
+    if before is not None:
+        qs = qs.filter(position__lt=before)
+    rows = list(qs.order_by("-position")[: limit + 1])
+    has_more = len(rows) > limit
+    return list(reversed(rows[:limit])), has_more

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, Preferences
 
 TITLE_MAX = 200
 
@@ -242,3 +242,13 @@ def make_title(text: str, *, limit: int = 60) -> str:
         return words
     cut = words[:limit].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]
     return cut.rstrip(" .,:;!?-") + "…"
+
+
+def preferences_update(*, user: Any, **fields: Any) -> Preferences:
+    """Save a person's preferences (theme, language, default system prompt and options)."""
+    prefs, _ = Preferences.objects.get_or_create(user=user)
+    for name, value in fields.items():
+        setattr(prefs, name, value)
+    prefs.save()
+    user._chat_preferences = prefs
+    return prefs

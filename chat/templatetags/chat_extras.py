@@ -1,0 +1,18 @@
+"""Template helpers for chat pages: ``{% load chat_extras %}{{ message.content|markdown }}``."""
+
+from __future__ import annotations
+
+from django import template
+from django.utils.safestring import SafeString
+
+from chat.rendering import render_markdown
+
+register = template.Library()
+
+
+@register.filter
+def markdown(value: object) -> SafeString:
+    """Message text as sanitized HTML; ``None`` (a reply with no text yet) renders as nothing."""
+    if value is None:
+        return SafeString("")
+    return render_markdown(str(value))
