@@ -8,7 +8,7 @@ PORT ?= 8000
 # DJANGO_DEBUG=0 with a real DJANGO_SECRET_KEY; see README).
 RUN_ENV := DJANGO_DEBUG=$${DJANGO_DEBUG:-1}
 
-.PHONY: run test install install-dev lint format migrate clean
+.PHONY: run test install install-dev browser lint format migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# Browser tests drive Debian's Chromium (never a browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	  else echo "!!! chromium is missing: sudo apt-get install -y chromium (browser tests will skip)"; fi; }
 
 migrate: install
 	$(RUN_ENV) $(BIN)/python manage.py migrate --noinput
@@ -44,7 +50,7 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install-dev
+test: install-dev browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DJANGO_DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
