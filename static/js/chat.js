@@ -140,7 +140,10 @@
         if (!input.value) input.value = pending.get(f.client_id);
         pending.delete(f.client_id);
       }
-      showError(f.detail);
+      // The code picks a message in the page's language; the detail adds the specifics.
+      const key = "tErr" + f.code.split("_").map((w) => w[0].toUpperCase() + w.slice(1)).join("");
+      const text = app.dataset[key];
+      showError(text ? text + (f.code === "invalid_option" || f.code === "too_long" ? " (" + f.detail + ")" : "") : f.detail);
     },
   };
 

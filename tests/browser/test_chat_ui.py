@@ -374,11 +374,12 @@ def test_every_control_is_labelled(page: Any) -> None:
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll('button, a, input, textarea, select, summary')]
               .filter(e => e.offsetParent !== null || e.closest('details'))
-              .filter(e => !(e.getAttribute('aria-label') || e.innerText.trim() ||
+              .filter(e => !(e.getAttribute('aria-label') || e.textContent.trim() ||
                              (e.id && document.querySelector(`label[for="${e.id}"]`))))
               .map(e => e.outerHTML.slice(0, 80))"""
     )
     assert unlabelled == []
     assert page.get_attribute("#messages", "aria-live") == "polite"
+    page.reload()
     page.keyboard.press("Tab")
     assert page.evaluate("() => document.activeElement.className") == "skip-link"
