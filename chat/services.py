@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import transaction
@@ -236,8 +237,12 @@ def conversation_autotitle(*, conversation_id: Any) -> str | None:
 
 
 def make_title(text: str, *, limit: int = 60) -> str:
-    """A short title from a user's first message: whitespace collapsed, cut at a word."""
-    words = " ".join(text.split()).strip(" .,:;!?-")
+    """A short title from a user's first message: Markdown syntax and code blocks dropped,
+    whitespace collapsed, cut at a word."""
+    plain = re.sub(r"```.*?(```|$)", " ", text, flags=re.S)
+    plain = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", plain)
+    plain = re.sub(r"[`*_#>|~]+", " ", plain)
+    words = " ".join(plain.split()).strip(" .,:;!?-") or " ".join(text.split())
     if len(words) <= limit:
         return words
     cut = words[:limit].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]

@@ -104,3 +104,20 @@ def test_the_suite_uses_postgresql_when_it_answers() -> None:
     if not test_services.postgres_available():
         test_services.require("PostgreSQL", False)
     assert connection.vendor == "postgresql"
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("Tell me about nebulae", "Tell me about nebulae"),
+        ("  many   spaces\nand lines  ", "many spaces and lines"),
+        ("# Heading with **bold** and `code`", "Heading with bold and code"),
+        ("See [the docs](https://example.com) please", "See the docs please"),
+        ("Fix this:\n```python\nprint('x')\n```\nthanks", "Fix this: thanks"),
+        ("```\nonly code\n```", "``` only code ```"),
+        ("word " * 30, "word word word word word word word word word word word word…"),
+        ("x" * 100, "x" * 60 + "…"),
+    ],
+)
+def test_titles_are_short_and_plain(text: str, title: str) -> None:
+    assert services.make_title(text) == title
