@@ -117,7 +117,8 @@ def conversation_page(
     """One page of the sidebar (pinned first, then last activity), optionally searched over
     titles and message text. Returns the page and whether more follow."""
     qs = conversation_list(user=user, archived=archived)
-    query = query.strip()[:200]
+    # NUL cannot reach PostgreSQL (it refuses it in text); it means nothing in a search anyway.
+    query = query.replace("\x00", "").strip()[:200]
     if query:
         in_messages = Message.objects.filter(
             conversation=OuterRef("pk"), content__icontains=query, superseded=False
