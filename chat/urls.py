@@ -3,12 +3,14 @@ from __future__ import annotations
 from django.urls import path
 
 from chat import views
+from stellarchat import health
 
 app_name = "chat"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("archive/", views.archive, name="archive"),
     path("settings/", views.preferences, name="preferences"),
     path("settings/language/", views.set_language, name="set_language"),

@@ -70,12 +70,6 @@ def _page(request: HttpRequest, conversation: Conversation | None, **extra: Any)
     return render(request, PAGE, context)
 
 
-@require_GET
-def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness: the process answers. Readiness (database, layer, worker) is /readyz, later."""
-    return HttpResponse("ok", content_type="text/plain")
-
-
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:

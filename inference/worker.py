@@ -66,7 +66,11 @@ def start_background(layer: Any, *, inference: bool) -> None:
 
     _keep(asyncio.create_task(sweep_forever(layer)))
     if inference:
+        from inference.backends import get_backend
+        from inference.heartbeat import beat_forever
+
         _keep(asyncio.create_task(warm_up()))
+        _keep(asyncio.create_task(beat_forever(get_backend())))
 
 
 class InferenceWorker(Worker):

@@ -136,6 +136,7 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 
 # --- Security: on by default whenever DEBUG is off. -----------------------------------
 SECURE_SSL_REDIRECT = CONFIG.ssl_redirect
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # probes from inside the network
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = CONFIG.hsts_seconds

@@ -40,6 +40,7 @@ class TestBackend:
     name = "test"
     __test__ = False  # not a pytest class
     display_name = "stellarchat-test"
+    ready = True
 
     def __init__(self, delay: float | None = None) -> None:
         if delay is None:

@@ -113,6 +113,11 @@ class TransformersBackend:
     # --- loading -------------------------------------------------------------------------
 
     @property
+    def ready(self) -> bool:
+        """Loaded and able to generate (for readiness checks)."""
+        return self._loaded is not None
+
+    @property
     def display_name(self) -> str:
         ref = self.model_ref.rstrip("/")
         return Path(ref).name if os.path.isdir(ref) else ref
