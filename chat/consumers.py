@@ -12,10 +12,18 @@ from django.conf import settings
 
 from chat import actions, selectors, streams
 from chat.protocol import ProtocolError, error_frame, parse_frame
+from stellarchat import metrics
 
 logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 50  # conversations one socket follows at once (oldest dropped first)
+
+
+def is_broker_outage(exc: BaseException) -> bool:
+    """A connection problem with Redis (the channel layer or the cache), not a bug of ours."""
+    return isinstance(exc, ConnectionError | TimeoutError) or type(exc).__module__.startswith(
+        "redis"
+    )
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -32,8 +40,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.reconciler = streams.Reconciler()
         await self.channel_layer.group_add(streams.user_group(user.pk), self.channel_name)
         await self.accept()
+        self.counted = True
+        metrics.websocket_opened()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):  # only sockets that were accepted
+            self.counted = False
+            metrics.websocket_closed()
         if not hasattr(self, "user"):
             return
         await self.channel_layer.group_discard(streams.user_group(self.user.pk), self.channel_name)
@@ -74,11 +87,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 )
         except ProtocolError as exc:
             frames = [exc.frame()]
-        except Exception:
-            logger.exception("chat frame failed")
-            frames = [
-                error_frame("internal", "something went wrong; try again", client_id=client_id)
-            ]
+        except Exception as exc:
+            if is_broker_outage(exc):  # Redis away: say so; the socket recovers with it
+                logger.warning("chat frame failed: channel layer unreachable: %s", exc)
+                frames = [
+                    error_frame(
+                        "inference_unavailable",
+                        "the server's message broker is unreachable; try again in a moment",
+                        client_id=client_id,
+                    )
+                ]
+            else:
+                logger.exception("chat frame failed")
+                frames = [
+                    error_frame("internal", "something went wrong; try again", client_id=client_id)
+                ]
         for out in frames:
             await self.send_json(out)
 

@@ -16,8 +16,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -29,8 +30,10 @@ from inference import runner
 from inference.backends import get_backend
 from inference.backends.base import Result
 from inference.options import OptionError, parse_options
+from stellarchat import metrics
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FLUSH_INTERVAL = 0.03  # seconds between coalesced deltas (the first goes out at once)
 DB_FLUSH_INTERVAL = 2.0  # seconds between saves of the text so far
@@ -100,6 +103,17 @@ def end_frames(
     return frames
 
 
+async def quietly(awaitable: Awaitable[T]) -> T | None:
+    """Await a shared-state or layer call; if Redis is away, log it and carry on (None).
+
+    The database holds the reply itself, so a broker outage must not end a generation."""
+    try:
+        return await awaitable
+    except Exception as exc:
+        logger.warning("channel layer/cache unavailable: %s", exc)
+        return None
+
+
 async def publish(layer: Any, conversation: str, frames: list[dict[str, Any]]) -> None:
     group = streams.conversation_group(conversation)
     for frame in frames:
@@ -126,11 +140,18 @@ async def run_reply(job: Job, *, layer: Any) -> None:
         logger.exception("reply %s failed unexpectedly", job.message)
         result = Result(finish_reason="error", error_code="internal", error="internal error")
         await finish(
-            job, layer=layer, text=await streams.get_text(job.message) or "", result=result
+            job, layer=layer, text=await quietly(streams.get_text(job.message)) or "", result=result
         )
 
 
 async def _run_reply(job: Job, *, layer: Any) -> None:
+    # Queued from here (the worker accepted the job) until the inference thread starts on it,
+    # then an active stream until the generation ends; every way out clears both.
+    with metrics.ReplyTracker() as tracker:
+        await _generate(job, layer=layer, tracker=tracker)
+
+
+async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> None:
     await streams.beat(job.message)
     message, turns, conversation_options = await _load(job)
     if message is None:  # already ended (stopped while queued, or swept)
@@ -148,18 +169,22 @@ async def _run_reply(job: Job, *, layer: Any) -> None:
     cancel = threading.Event()
     state = _ReplyState(job=job, layer=layer)
     started = threading.Event()
+
+    def on_start() -> None:  # on the inference thread
+        started.set()
+        tracker.started()
+
     watcher = asyncio.create_task(_watch(job, cancel, started, state))
     result: Result | None = None
     try:
-        async for item in runner.astream(
-            get_backend(), turns, options, cancel, on_start=started.set
-        ):
+        async for item in runner.astream(get_backend(), turns, options, cancel, on_start=on_start):
             if isinstance(item, Result):
                 result = item
             else:
                 state.add(item)
     finally:
         watcher.cancel()
+        tracker.done()
     await state.drain()
     if result is None:  # pragma: no cover - the runner always ends with a Result
         result = Result(finish_reason="error", error_code="internal", error="no result")
@@ -212,10 +237,13 @@ class _ReplyState:
             self.text += chunk
             self.last_flush = time.monotonic()
             # State first, then the delta: a subscriber's snapshot can never miss a delta.
-            await streams.set_text(self.job.message, self.text)
-            await self.layer.group_send(
-                streams.conversation_group(self.job.conversation),
-                streams.delta_frame(self.job.conversation, self.job.message, offset, chunk),
+            # With the layer (Redis) away, generation goes on; the text is kept and saved.
+            await quietly(streams.set_text(self.job.message, self.text))
+            await quietly(
+                self.layer.group_send(
+                    streams.conversation_group(self.job.conversation),
+                    streams.delta_frame(self.job.conversation, self.job.message, offset, chunk),
+                )
             )
             if time.monotonic() - self.last_db >= DB_FLUSH_INTERVAL:
                 self.last_db = time.monotonic()
@@ -240,9 +268,9 @@ async def _watch(
     while not cancel.is_set():
         now = time.monotonic()
         if now - last_beat >= 1.0:
-            await streams.beat(job.message)
+            await quietly(streams.beat(job.message))
             last_beat = now
-        if await streams.cancel_requested(job.message):
+        if await quietly(streams.cancel_requested(job.message)):
             cancel.set()
             return
         if not started.is_set():
@@ -267,14 +295,15 @@ async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
         ttft_ms=result.ttft_ms,
         tokens_per_second=result.tokens_per_second,
     )
-    await streams.clear(job.message)
+    await quietly(streams.clear(job.message))
     if not won:
         return
+    metrics.reply_finished(result)  # only the call that ended the reply counts it
     frames = end_frames(job.conversation, job.message, result)
     # For sockets only: how long the saved reply is, so one that lost a delta (a full channel
     # drops group messages) notices at the end and catches up from the database.
     frames[-1]["length"] = len(text)
-    await publish(layer, job.conversation, frames)
+    await quietly(publish(layer, job.conversation, frames))
     if status == Message.Status.COMPLETE:
         title = await database_sync_to_async(services.conversation_autotitle)(
             conversation_id=job.conversation

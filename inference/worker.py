@@ -74,7 +74,31 @@ def start_background(layer: Any, *, inference: bool) -> None:
 
 
 class InferenceWorker(Worker):
-    """channels' Worker plus the sweeper and model warm-up (used by our ``runworker``)."""
+    """channels' Worker plus the sweeper and model warm-up (used by our ``runworker``).
+
+    Its listener survives the channel layer going away (Redis restarting): channels' own
+    ends the whole worker on the first connection error.
+    """
+
+    async def listener(self, channel: str) -> None:
+        delay = 0.5
+        while True:
+            try:
+                message = await self.channel_layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("channel layer unreachable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.5
+            if not message.get("type"):
+                logger.error("dropping a message without a type on %s", channel)
+                continue
+            scope = {"type": "channel", "channel": channel}
+            queue = self.get_or_create_application_instance(channel, scope)
+            await queue.put(message)
 
     async def handle(self) -> None:
         start_background(self.channel_layer, inference=True)
