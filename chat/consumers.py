@@ -12,7 +12,7 @@ from django.conf import settings
 
 from chat import actions, selectors, streams
 from chat.protocol import ProtocolError, error_frame, parse_frame
-from stellarchat import metrics
+from stellarchat import logs, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(oldest, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        logs.request_id.set(logs.new_request_id())  # one id per frame, carried into its job
         client_id = None
         try:
             frame = parse_frame(

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
@@ -30,7 +30,7 @@ from inference import runner
 from inference.backends import get_backend
 from inference.backends.base import Result
 from inference.options import OptionError, parse_options
-from stellarchat import metrics
+from stellarchat import logs, metrics
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +53,7 @@ class Job:
     conversation: str
     message: str
     options: dict[str, Any]
+    request_id: str = field(default_factory=logs.request_id.get)
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Job:
@@ -60,6 +61,7 @@ class Job:
             conversation=str(uuid.UUID(str(message["conversation"]))),
             message=str(uuid.UUID(str(message["message"]))),
             options=dict(message.get("options") or {}),
+            request_id=logs.new_request_id(message.get("request_id")),
         )
 
     def as_message(self) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class Job:
             "conversation": self.conversation,
             "message": self.message,
             "options": self.options,
+            "request_id": self.request_id,
         }
 
 
@@ -134,6 +137,7 @@ def _load(job: Job) -> tuple[Message | None, list[dict[str, str]], dict[str, Any
 
 async def run_reply(job: Job, *, layer: Any) -> None:
     """Generate one reply end to end. Never raises: every path ends the reply."""
+    logs.request_id.set(job.request_id)  # this task's context: every log line of the reply
     try:
         await _run_reply(job, layer=layer)
     except Exception:
@@ -145,6 +149,10 @@ async def run_reply(job: Job, *, layer: Any) -> None:
 
 
 async def _run_reply(job: Job, *, layer: Any) -> None:
+    if not await streams.claim(job.message):
+        logger.info("reply %s: already taken by another worker", job.message)
+        return
+    logger.info("reply %s: generating", job.message)
     # Queued from here (the worker accepted the job) until the inference thread starts on it,
     # then an active stream until the generation ends; every way out clears both.
     with metrics.ReplyTracker() as tracker:
@@ -298,6 +306,9 @@ async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
     await quietly(streams.clear(job.message))
     if not won:
         return
+    logger.info(
+        "reply %s: %s, %d tokens", job.message, result.finish_reason, result.completion_tokens
+    )
     metrics.reply_finished(result)  # only the call that ended the reply counts it
     frames = end_frames(job.conversation, job.message, result)
     # For sockets only: how long the saved reply is, so one that lost a delta (a full channel

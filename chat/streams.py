@@ -54,6 +54,16 @@ async def last_beat(message_id: uuid.UUID | str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+async def claim(message_id: uuid.UUID | str) -> bool:
+    """Take a reply's job for this worker; False if another worker already took it.
+
+    channels-redis can hand one message on a shared channel to two workers (its in-flight
+    cleanup re-queues a message another process is handling: channels_redis issue 163), so
+    a job is claimed atomically (SET NX in Redis) before anything is generated.
+    """
+    return bool(await cache.aadd(_key("claim", message_id), True, STATE_TTL))
+
+
 async def request_cancel(message_id: uuid.UUID | str) -> None:
     await cache.aset(_key("cancel", message_id), True, STATE_TTL)
 

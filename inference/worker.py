@@ -102,6 +102,10 @@ class InferenceWorker(Worker):
 
     async def handle(self) -> None:
         start_background(self.channel_layer, inference=True)
+        if not embedded():  # a runworker process: it has no /metrics of its own
+            from stellarchat.metrics import serve_worker_metrics
+
+            serve_worker_metrics()
         await super().handle()
 
 

@@ -57,9 +57,32 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0
     return value
 
 
+def env_port(env: Mapping[str, str], name: str) -> int | None:
+    """A TCP port (1-65535), or None when unset."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    value = env_int(env, name, 0, minimum=1)
+    if value > 65535:
+        raise ConfigError(f"{name}={raw!r} is not a port; use 1-65535")
+    return value
+
+
+def check_multiproc_dir(env: Mapping[str, str]) -> None:
+    """prometheus_client switches to multiprocess mode when the variable exists at all, then
+    writes into it; catch a missing directory here, not as a crash at the first metric."""
+    raw = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if raw is not None and not (raw.strip() and Path(raw).is_dir()):
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR={raw!r} is not a directory; create it (empty) before "
+            "the processes start, or unset it"
+        )
+
+
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPE_RE = re.compile(r"auto|float32|bfloat16|float16")
 BACKEND_RE = re.compile(r"transformers|test")
+LOG_FORMAT_RE = re.compile(r"plain|json")
 LOG_LEVEL_RE = re.compile(r"debug|info|warning|error|critical")
 
 
@@ -178,6 +201,8 @@ class Config:
     allow_signup: bool
     ssl_redirect: bool
     hsts_seconds: int
+    hsts_preload: bool
+    log_format: str
     max_new_tokens: int
     device: str
     dtype: str
@@ -187,6 +212,8 @@ class Config:
     max_message_chars: int
     stream_timeout: int
     test_backend_delay_ms: int
+    metrics_token: str
+    worker_metrics_port: int | None
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -230,9 +257,11 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
     if redis_url:
         check_redis_url("REDIS_URL", redis_url)
 
+    hsts = env_int(env, "DJANGO_SECURE_HSTS_SECONDS", 0 if debug else 31_536_000)
     model = env_str(env, "STELLARCHAT_MODEL") or str(
         base_dir / "inference" / "bundled" / "stellarbyte-mini"
     )
+    check_multiproc_dir(env)
 
     return Config(
         debug=debug,
@@ -245,7 +274,9 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         model=model,
         allow_signup=env_bool(env, "STELLARCHAT_ALLOW_SIGNUP", True),
         ssl_redirect=env_bool(env, "DJANGO_SECURE_SSL_REDIRECT", not debug),
-        hsts_seconds=env_int(env, "DJANGO_SECURE_HSTS_SECONDS", 0 if debug else 31_536_000),
+        hsts_seconds=hsts,
+        hsts_preload=env_bool(env, "DJANGO_SECURE_HSTS_PRELOAD", hsts >= 31_536_000),
+        log_format=env_choice(env, "DJANGO_LOG_FORMAT", "plain", LOG_FORMAT_RE, "plain, json"),
         max_new_tokens=env_int(env, "STELLARCHAT_MAX_NEW_TOKENS", 1024, minimum=1),
         device=env_choice(
             env, "STELLARCHAT_DEVICE", "auto", DEVICE_RE, "auto, cpu, cuda, cuda:N, mps"
@@ -260,6 +291,8 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         max_message_chars=env_int(env, "STELLARCHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1),
         stream_timeout=env_int(env, "STELLARCHAT_STREAM_TIMEOUT", 15, minimum=1),
         test_backend_delay_ms=env_int(env, "STELLARCHAT_TEST_BACKEND_DELAY_MS", 0),
+        metrics_token=env_secret(env, "STELLARCHAT_METRICS_TOKEN"),
+        worker_metrics_port=env_port(env, "STELLARCHAT_WORKER_METRICS_PORT"),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

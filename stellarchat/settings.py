@@ -7,6 +7,7 @@ the variable rather than a traceback.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from stellarchat import config
@@ -40,9 +41,12 @@ INSTALLED_APPS = [
     "inference",
     "chat",
     "channels",
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first: whole-request timing
+    "stellarchat.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -55,6 +59,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "chat.middleware.UserLanguageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last: per-view metrics
 ]
 
 ROOT_URLCONF = "stellarchat.urls"
@@ -78,7 +83,17 @@ TEMPLATES = [
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "stellarchat.asgi.application"
 
-DATABASES = {"default": CONFIG.database}
+# The same engines wrapped by django-prometheus, which counts connections, queries and errors.
+_METERED_ENGINES = {
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+}
+DATABASES = {
+    "default": {
+        **CONFIG.database,
+        "ENGINE": _METERED_ENGINES.get(CONFIG.database["ENGINE"], CONFIG.database["ENGINE"]),
+    }
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if CONFIG.redis_url:
@@ -122,7 +137,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # After `collectstatic` (the Docker image runs it) serve hashed, compressed files; before it
 # (a fresh clone, tests) serve straight from the source folders so nothing needs collecting.
-COLLECTED_STATIC = (STATIC_ROOT / "staticfiles.json").exists()
+# `collectstatic` itself must use the hashing storage, or it never writes the manifest.
+COLLECTING = sys.argv[1:2] == ["collectstatic"]
+COLLECTED_STATIC = COLLECTING or (STATIC_ROOT / "staticfiles.json").exists()
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -136,11 +153,13 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 
 # --- Security: on by default whenever DEBUG is off. -----------------------------------
 SECURE_SSL_REDIRECT = CONFIG.ssl_redirect
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # probes from inside the network
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes, scrapes
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = CONFIG.hsts_seconds
 SECURE_HSTS_INCLUDE_SUBDOMAINS = CONFIG.hsts_seconds > 0
+# Allows (does not make) a submission to the browsers' preload list.
+SECURE_HSTS_PRELOAD = CONFIG.hsts_preload
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -167,8 +186,18 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "stellarchat.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "stellarchat.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": CONFIG.log_format,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
@@ -184,3 +213,5 @@ STELLARCHAT_MAX_NEW_TOKENS = CONFIG.max_new_tokens
 STELLARCHAT_DEVICE = CONFIG.device
 STELLARCHAT_DTYPE = CONFIG.dtype
 STELLARCHAT_TRUST_REMOTE_CODE = CONFIG.trust_remote_code
+STELLARCHAT_METRICS_TOKEN = CONFIG.metrics_token
+STELLARCHAT_WORKER_METRICS_PORT = CONFIG.worker_metrics_port

@@ -1,4 +1,4 @@
-"""Top-level URLs: accounts, admin, chat."""
+"""Top-level URLs: accounts, admin, metrics, chat."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chat import account_views
+from stellarchat import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("accounts/signup/", account_views.signup, name="signup"),
     path("accounts/login/", account_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", account_views.logout_view, name="logout"),
@@ -20,3 +22,8 @@ urlpatterns = [
     ),
     path("", include("chat.urls")),
 ]
+
+handler400 = "stellarchat.errors.bad_request"
+handler403 = "stellarchat.errors.permission_denied"
+handler404 = "stellarchat.errors.not_found"
+handler500 = "stellarchat.errors.server_error"

@@ -228,6 +228,9 @@ class TransformersBackend:
             name=self.display_name,
             load_seconds=time.monotonic() - started,
         )
+        from stellarchat import metrics  # Django-side, so not at this module's import
+
+        metrics.model_loaded(loaded.load_seconds)
         logger.info(
             "loaded %s on %s (%s) in %.1f s, context %d",
             ref,

@@ -35,8 +35,10 @@ def _require_chromium() -> None:
     pytest.skip("!!! " + message + " !!!")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread while
+    it is started, which would break every asyncio test that runs after it."""
     _require_chromium()
     from playwright.sync_api import sync_playwright
 
