@@ -130,7 +130,11 @@ def parse_database_url(name: str, url: str, *, conn_max_age: int) -> dict[str, A
             "use sqlite:///path/to/db.sqlite3 or postgres://user:pass@host:5432/name"
         )
     try:
-        parsed: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=conn_max_age))
+        parsed: dict[str, Any] = dict(
+            dj_database_url.parse(
+                url, conn_max_age=conn_max_age, conn_health_checks=conn_max_age > 0
+            )
+        )
     except Exception as exc:  # dj-database-url raises ValueError/KeyError/... on junk
         raise ConfigError(f"{name}={url!r} is malformed: {exc}") from None
     if scheme != "sqlite":
