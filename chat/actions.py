@@ -106,61 +106,72 @@ async def send(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[
         )
     else:
         conversation = await owned(user, frame)
+    return await _begin(
+        frame,
+        conversation=conversation,
+        layer=layer,
+        join=join,
+        action=services.reply_request,
+        options=frame.options,
+        content=frame.content,
+    )
+
+
+async def regenerate(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+    conversation = await owned(user, frame)
+    return await _begin(
+        frame,
+        conversation=conversation,
+        layer=layer,
+        join=join,
+        action=services.reply_regenerate,
+        announce_user_turn=False,  # the turn answered again is already there
+    )
+
+
+async def edit(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+    conversation = await owned(user, frame)
+    return await _begin(
+        frame,
+        conversation=conversation,
+        layer=layer,
+        join=join,
+        action=services.reply_edit,
+        nothing="no such user message",
+        message_id=frame.message,
+        content=frame.content,
+    )
+
+
+async def _begin(
+    frame: Frame,
+    *,
+    conversation: Conversation,
+    layer: Any,
+    join: Join,
+    action: Callable[..., tuple[Message, Message]],
+    options: dict[str, Any] | None = None,
+    announce_user_turn: bool = True,
+    nothing: str = "no user turn to answer",
+    **fields: Any,
+) -> list[dict[str, Any]]:
+    """Run a reply-starting service (send, regenerate, edit), turn its refusals into protocol
+    errors, then join the conversation, announce the user turn and start streaming."""
     try:
-        user_turn, reply = await database_sync_to_async(services.reply_request)(
-            conversation=conversation, content=frame.content, model_name=_model_name()
+        user_turn, reply = await database_sync_to_async(action)(
+            conversation=conversation, model_name=_model_name(), **fields
         )
     except services.ConversationBusy:
         raise ProtocolError(
             "busy", "a reply is already streaming in this conversation", client_id=frame.client_id
         ) from None
-    await join(str(conversation.pk))
-    group = streams.conversation_group(conversation.pk)
-    await layer.group_send(group, saved_frame(user_turn, frame.client_id))
-    await _start(layer, conversation=conversation, reply=reply, options=frame.options)
-    return []
-
-
-async def regenerate(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
-    conversation = await owned(user, frame)
-    try:
-        _, reply = await database_sync_to_async(services.reply_regenerate)(
-            conversation=conversation, model_name=_model_name()
-        )
-    except services.ConversationBusy:
-        raise ProtocolError(
-            "busy", "a reply is already streaming", client_id=frame.client_id
-        ) from None
     except services.NothingToAnswer:
-        raise ProtocolError(
-            "not_found", "no user turn to answer", client_id=frame.client_id
-        ) from None
+        raise ProtocolError("not_found", nothing, client_id=frame.client_id) from None
     await join(str(conversation.pk))
-    await _start(layer, conversation=conversation, reply=reply, options={})
-    return []
-
-
-async def edit(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
-    conversation = await owned(user, frame)
-    try:
-        user_turn, reply = await database_sync_to_async(services.reply_edit)(
-            conversation=conversation,
-            message_id=frame.message,
-            content=frame.content,
-            model_name=_model_name(),
-        )
-    except services.ConversationBusy:
-        raise ProtocolError(
-            "busy", "a reply is already streaming", client_id=frame.client_id
-        ) from None
-    except services.NothingToAnswer:
-        raise ProtocolError(
-            "not_found", "no such user message", client_id=frame.client_id
-        ) from None
-    await join(str(conversation.pk))
-    group = streams.conversation_group(conversation.pk)
-    await layer.group_send(group, saved_frame(user_turn, frame.client_id))
-    await _start(layer, conversation=conversation, reply=reply, options={})
+    if announce_user_turn:
+        group = streams.conversation_group(conversation.pk)
+        await layer.group_send(group, saved_frame(user_turn, frame.client_id))
+    await _start(layer, conversation=conversation, reply=reply, options=options or {})
     return []
 
 
