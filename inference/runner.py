@@ -1,8 +1,11 @@
-"""Run a backend's blocking stream off the event loop, on one dedicated inference thread.
+"""Run a backend's stream for the event loop: blocking backends on one inference thread,
+async backends (``astream``, e.g. the remote one) directly on the loop.
 
-All inference of a process happens on that one thread (torch's per-thread state, CUDA graphs
-and compile caches stay on it, and generations never oversubscribe the cores). The async side
-awaits deltas through a queue, so the event loop is never blocked by a decode step.
+All local inference of a process happens on that one thread (torch's per-thread state, CUDA
+graphs and compile caches stay on it, and generations never oversubscribe the cores). The async
+side awaits deltas through a queue, so the event loop is never blocked by a decode step. An
+async backend only waits on the network, so its streams run concurrently on the loop instead:
+the server it talks to batches them, and queueing them on one thread would serialise them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from contextlib import aclosing
+from typing import Any, TypeVar
 
 from inference.backends.base import Backend, Result, StreamItem, Turn
 from inference.options import GenerationOptions
@@ -32,10 +36,17 @@ async def astream(
     *,
     on_start: Callable[[], None] | None = None,
 ) -> AsyncIterator[StreamItem]:
-    """Async view of ``backend.stream``. Leaving the loop early cancels the generation.
+    """Async view of ``backend.stream`` (or ``backend.astream``). Leaving the loop early
+    cancels the generation.
 
-    ``on_start`` is called (on the inference thread) when the job leaves the queue and starts.
+    ``on_start`` is called when the job starts: on the inference thread when it leaves the
+    queue, or at once (on the loop) for an async backend.
     """
+    if hasattr(backend, "astream"):
+        async with aclosing(_astream_async(backend, turns, options, cancel, on_start)) as items:
+            async for item in items:
+                yield item
+        return
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[object] = asyncio.Queue()
     cancel = cancel or threading.Event()
@@ -47,9 +58,9 @@ async def astream(
             cancel.set()
 
     def produce() -> None:
-        if on_start is not None:
-            on_start()
         try:
+            if on_start is not None:
+                on_start()
             for item in backend.stream(turns, options, cancel):
                 put(item)
         except BaseException as exc:  # a backend must not raise; if one does, end cleanly
@@ -67,6 +78,36 @@ async def astream(
             yield item  # type: ignore[misc]
     finally:
         cancel.set()
+
+
+async def _astream_async(
+    backend: Any,
+    turns: Sequence[Turn],
+    options: GenerationOptions,
+    cancel: threading.Event | None,
+    on_start: Callable[[], None] | None,
+) -> AsyncIterator[StreamItem]:
+    """An async backend's stream, on the loop; a backend that raises still ends cleanly."""
+    cancel = cancel or threading.Event()
+    if on_start is not None:
+        on_start()
+    stream = backend.astream(turns, options, cancel)
+    try:
+        while True:
+            try:
+                item = await anext(stream)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # a backend must not raise; if one does, end cleanly
+                logger.exception("backend %s raised", getattr(backend, "name", backend))
+                yield Result(
+                    finish_reason="error", error_code="internal", error=f"backend error: {exc}"
+                )
+                break
+            yield item
+    finally:
+        cancel.set()  # before closing: the backend sees why it is being closed
+        await stream.aclose()
 
 
 async def run_on_inference_thread(func: Callable[[], T]) -> T:

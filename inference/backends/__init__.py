@@ -14,6 +14,7 @@ __all__ = ["Backend", "BackendError", "Result", "StreamItem", "Turn", "get_backe
 BACKENDS: dict[str, str] = {
     "transformers": "inference.backends.hf.TransformersBackend",
     "test": "inference.backends.fake.TestBackend",
+    "openai": "inference.backends.remote.RemoteBackend",
 }
 
 _lock = threading.Lock()
