@@ -82,6 +82,8 @@ class ConversationAdmin(admin.ModelAdmin):
     list_display = (
         "display_title",
         "owner",
+        "source",
+        "api_key_label",
         "message_count",
         "updated_at",
         "thumbs_up",
@@ -93,16 +95,20 @@ class ConversationAdmin(admin.ModelAdmin):
         ("owner", admin.RelatedOnlyFieldListFilter),
         MessageStatusFilter,
         NegativeFeedbackFilter,
+        "source",
         "archived",
     )
     search_fields = ("title", "messages__content")
     date_hierarchy = "updated_at"
     ordering = ("-updated_at",)
-    list_select_related = ("owner",)
+    list_select_related = ("owner", "api_key")
     list_per_page = 50
     fields = (
         "title",
         "owner",
+        "source",
+        "api_key_label",
+        "retain_text",
         "model_name",
         "system_prompt",
         "options",
@@ -119,6 +125,7 @@ class ConversationAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
+            .select_related("owner", "api_key")
             .annotate(
                 n_messages=Count("messages", distinct=True),
                 n_up=Count("messages", filter=Q(messages__feedback=1), distinct=True),
@@ -129,6 +136,15 @@ class ConversationAdmin(admin.ModelAdmin):
     @admin.display(description=_("title"), ordering="title")
     def display_title(self, obj: Conversation) -> str:
         return str(obj)
+
+    @admin.display(description=_("API key"), ordering="api_key__name")
+    def api_key_label(self, obj: Conversation) -> str | None:
+        """Marks the programs' conversations: which key (name and prefix) made each one."""
+        if obj.api_key is not None:
+            return str(obj.api_key)
+        if obj.source == Conversation.Source.API:
+            return str(_("(key deleted)"))
+        return None
 
     @admin.display(description=_("messages"), ordering="n_messages")
     def message_count(self, obj: Any) -> int:

@@ -14,6 +14,10 @@ from django.utils.translation import gettext_lazy as _
 
 
 class Conversation(models.Model):
+    class Source(models.TextChoices):
+        CHAT = "chat", _("chat")
+        API = "api", _("API")
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
@@ -28,6 +32,22 @@ class Conversation(models.Model):
     # The next message's position: bumped with an UPDATE, which serializes concurrent
     # appends on both SQLite and PostgreSQL without relying on timestamps.
     next_position = models.PositiveIntegerField(default=0, editable=False)
+    # Programs' traffic (REST completions, WebSocket with an API key) is kept apart from the
+    # chat sidebar and marked for review in the admin.
+    source = models.CharField(
+        _("source"), max_length=8, choices=Source.choices, default=Source.CHAT
+    )
+    api_key = models.ForeignKey(
+        "api.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="conversations",
+        verbose_name=_("API key"),
+    )
+    # False for a key that does not store conversations: the texts are erased when the
+    # reply ends; the rows stay, empty, so token counts (quotas, review) remain.
+    retain_text = models.BooleanField(_("text kept"), default=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("last activity"), auto_now=True, db_index=False)
 
