@@ -16,7 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 
-from chat import replies, selectors, services, streams
+from chat import limits, replies, selectors, services, streams
 from chat.models import Conversation, Message
 from chat.protocol import Frame, ProtocolError
 from inference.backends.base import Result
@@ -56,7 +56,21 @@ def saved_frame(message: Message, client_id: str | None) -> dict[str, Any]:
     }
 
 
-async def _start(
+def rate_limited(exc: limits.RateLimited, frame: Frame) -> ProtocolError:
+    return ProtocolError(
+        "rate_limited", exc.detail, client_id=frame.client_id, retry_after=exc.retry_after
+    )
+
+
+async def check_rate(user: Any, frame: Frame) -> None:
+    """Count the message against the user's per-minute limit, before anything is saved."""
+    try:
+        await limits.hit_message_rate(user.pk)
+    except limits.RateLimited as exc:
+        raise rate_limited(exc, frame) from None
+
+
+async def start_reply(
     layer: Any, *, conversation: Conversation, reply: Message, options: dict[str, Any]
 ) -> None:
     """Publish stream.start and queue the job. The reply exists (streaming) from here on."""
@@ -91,33 +105,50 @@ def _model_name() -> str:
     return str(getattr(backend, "display_name", backend.name))
 
 
-async def send(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
-    if frame.conversation is None:
-        prefs = await database_sync_to_async(selectors.preferences_for)(user=user)
-        conversation = await database_sync_to_async(services.conversation_create)(
+async def send(
+    user: Any, frame: Frame, *, layer: Any, join: Join, api_key: Any = None
+) -> list[dict[str, Any]]:
+    await check_rate(user, frame)
+    if frame.conversation is not None:
+        conversation = await owned(user, frame)
+        return await _begin(
+            frame,
+            conversation=conversation,
+            layer=layer,
+            join=join,
+            action=services.reply_request,
+            options=frame.options,
+            content=frame.content,
+        )
+    # A new conversation: created together with its first turn, or not at all.
+    prefs = await database_sync_to_async(selectors.preferences_for)(user=user)
+    try:
+        conversation, user_turn, reply = await database_sync_to_async(services.conversation_start)(
             owner=user,
+            content=frame.content,
             model_name=_model_name(),
             system_prompt=prefs.system_prompt,
             options=prefs.options,
+            api_key=api_key,
         )
-        await layer.group_send(
-            streams.user_group(user.pk),
-            {"type": "conversation.created", "conversation": str(conversation.pk), "title": ""},
-        )
-    else:
-        conversation = await owned(user, frame)
-    return await _begin(
-        frame,
-        conversation=conversation,
-        layer=layer,
-        join=join,
-        action=services.reply_request,
-        options=frame.options,
-        content=frame.content,
+    except limits.RateLimited as exc:
+        raise rate_limited(exc, frame) from None
+    await layer.group_send(
+        streams.user_group(user.pk),
+        {"type": "conversation.created", "conversation": str(conversation.pk), "title": ""},
     )
+    await join(str(conversation.pk))
+    await layer.group_send(
+        streams.conversation_group(conversation.pk), saved_frame(user_turn, frame.client_id)
+    )
+    await start_reply(layer, conversation=conversation, reply=reply, options=frame.options)
+    return []
 
 
-async def regenerate(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+async def regenerate(
+    user: Any, frame: Frame, *, layer: Any, join: Join, api_key: Any = None
+) -> list[dict[str, Any]]:
+    await check_rate(user, frame)
     conversation = await owned(user, frame)
     return await _begin(
         frame,
@@ -129,7 +160,10 @@ async def regenerate(user: Any, frame: Frame, *, layer: Any, join: Join) -> list
     )
 
 
-async def edit(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+async def edit(
+    user: Any, frame: Frame, *, layer: Any, join: Join, api_key: Any = None
+) -> list[dict[str, Any]]:
+    await check_rate(user, frame)
     conversation = await owned(user, frame)
     return await _begin(
         frame,
@@ -167,15 +201,19 @@ async def _begin(
         ) from None
     except services.NothingToAnswer:
         raise ProtocolError("not_found", nothing, client_id=frame.client_id) from None
+    except limits.RateLimited as exc:
+        raise rate_limited(exc, frame) from None
     await join(str(conversation.pk))
     if announce_user_turn:
         group = streams.conversation_group(conversation.pk)
         await layer.group_send(group, saved_frame(user_turn, frame.client_id))
-    await _start(layer, conversation=conversation, reply=reply, options=options or {})
+    await start_reply(layer, conversation=conversation, reply=reply, options=options or {})
     return []
 
 
-async def stop(user: Any, frame: Frame, *, layer: Any, join: Join) -> list[dict[str, Any]]:
+async def stop(
+    user: Any, frame: Frame, *, layer: Any, join: Join, api_key: Any = None
+) -> list[dict[str, Any]]:
     """Ask the worker to stop; if it has not ended the reply shortly, end it from here."""
     conversation = await owned(user, frame)
     reply = await database_sync_to_async(selectors.streaming_message)(

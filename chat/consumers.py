@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from api.services import key_group
 from chat import actions, selectors, streams
 from chat.protocol import ProtocolError, error_frame, parse_frame
 from stellarchat import logs, metrics
@@ -17,6 +18,14 @@ from stellarchat import logs, metrics
 logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 50  # conversations one socket follows at once (oldest dropped first)
+CLOSE_KEY_REVOKED = 4401  # close code: the API key this socket authenticated with was revoked
+
+
+@database_sync_to_async
+def key_still_active(key_id: int) -> bool:
+    from api.models import ApiKey
+
+    return ApiKey.objects.filter(pk=key_id, revoked_at__isnull=True).exists()
 
 
 def is_broker_outage(exc: BaseException) -> bool:
@@ -36,9 +45,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
         ensure_local_services(self.channel_layer)
         self.user = user
+        self.api_key = self.scope.get("api_key")  # set when a program connected with a key
         self.groups_joined: OrderedDict[str, None] = OrderedDict()
         self.reconciler = streams.Reconciler()
         await self.channel_layer.group_add(streams.user_group(user.pk), self.channel_name)
+        if self.api_key is not None:  # revoking the key closes this socket at once
+            await self.channel_layer.group_add(key_group(self.api_key.pk), self.channel_name)
         await self.accept()
         self.counted = True
         metrics.websocket_opened()
@@ -50,6 +62,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not hasattr(self, "user"):
             return
         await self.channel_layer.group_discard(streams.user_group(self.user.pk), self.channel_name)
+        if self.api_key is not None:
+            await self.channel_layer.group_discard(key_group(self.api_key.pk), self.channel_name)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -67,6 +81,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         logs.request_id.set(logs.new_request_id())  # one id per frame, carried into its job
         client_id = None
+        if self.api_key is not None and not await key_still_active(self.api_key.pk):
+            await self.close(code=CLOSE_KEY_REVOKED)  # a frame that raced the revocation
+            return
         try:
             frame = parse_frame(
                 text_data,
@@ -84,7 +101,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 )
             else:
                 frames = await actions.HANDLERS[frame.type](
-                    self.user, frame, layer=self.channel_layer, join=self.join
+                    self.user, frame, layer=self.channel_layer, join=self.join, api_key=self.api_key
                 )
         except ProtocolError as exc:
             frames = [exc.frame()]
@@ -134,6 +151,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(streams.delta_frame(event["conversation"], msg, sent, text[sent:]))
         self.reconciler.end(msg)
         await self.send_json(event)
+
+    async def apikey_revoked(self, event: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_KEY_REVOKED)
 
     async def relay(self, event: dict[str, Any]) -> None:
         await self.send_json(event)

@@ -28,15 +28,26 @@ ERROR_CODES = (
 
 
 class ProtocolError(Exception):
-    def __init__(self, code: str, detail: str, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        client_id: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         assert code in ERROR_CODES, code
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.client_id = client_id
+        self.retry_after = retry_after
 
     def frame(self) -> dict[str, Any]:
-        return error_frame(self.code, self.detail, client_id=self.client_id)
+        frame = error_frame(self.code, self.detail, client_id=self.client_id)
+        if self.retry_after is not None:
+            frame["retry_after"] = self.retry_after  # seconds, with rate_limited
+        return frame
 
 
 def error_frame(code: str, detail: str, *, client_id: str | None = None) -> dict[str, Any]:

@@ -182,10 +182,14 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
         started.set()
         tracker.started()
 
-    watcher = asyncio.create_task(_watch(job, cancel, started, state))
+    backend = get_backend()
+    stall = max(
+        float(settings.STELLARCHAT_STREAM_TIMEOUT), float(getattr(backend, "stall_timeout", 0))
+    )
+    watcher = asyncio.create_task(_watch(job, cancel, started, state, stall=stall))
     result: Result | None = None
     try:
-        async for item in runner.astream(get_backend(), turns, options, cancel, on_start=on_start):
+        async for item in runner.astream(backend, turns, options, cancel, on_start=on_start):
             if isinstance(item, Result):
                 result = item
             else:
@@ -204,7 +208,7 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
             ttft_ms=result.ttft_ms,
             duration_ms=result.duration_ms,
             error_code="inference_unavailable",
-            error=f"the model made no progress for {settings.STELLARCHAT_STREAM_TIMEOUT} s",
+            error=f"the model made no progress for {stall:g} s",
         )
     await finish(job, layer=layer, text=state.text, result=result)
 
@@ -268,10 +272,15 @@ class _ReplyState:
 
 
 async def _watch(
-    job: Job, cancel: threading.Event, started: threading.Event, state: _ReplyState
+    job: Job,
+    cancel: threading.Event,
+    started: threading.Event,
+    state: _ReplyState,
+    *,
+    stall: float,
 ) -> None:
     """Heartbeat, stop requests and stall detection for one reply, off the token path."""
-    timeout = settings.STELLARCHAT_STREAM_TIMEOUT
+    timeout = stall
     last_beat = 0.0
     while not cancel.is_set():
         now = time.monotonic()

@@ -25,12 +25,13 @@ def _as_uuid(value: Any) -> uuid.UUID | None:
 
 
 def conversation_list(*, user: Any, archived: bool = False) -> QuerySet[Conversation]:
-    """The user's conversations, pinned first, then by last activity."""
+    """The user's chat conversations, pinned first, then by last activity. Programs' (API)
+    conversations stay out of the sidebar: a script can make thousands."""
     if not getattr(user, "is_authenticated", False):
         return Conversation.objects.none()
-    return Conversation.objects.filter(owner=user, archived=archived).order_by(
-        "-pinned", "-updated_at"
-    )
+    return Conversation.objects.filter(
+        owner=user, archived=archived, source=Conversation.Source.CHAT
+    ).order_by("-pinned", "-updated_at")
 
 
 def conversation_get(*, user: Any, conversation_id: Any) -> Conversation | None:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from chat import limits
 from chat.models import Conversation, Message, Preferences
 
 TITLE_MAX = 200
@@ -21,13 +22,19 @@ def conversation_create(
     system_prompt: str = "",
     options: dict[str, Any] | None = None,
     model_name: str = "",
+    api_key: Any = None,
+    retain_text: bool = True,
 ) -> Conversation:
+    """A new conversation; one made with an API key is marked as API traffic."""
     return Conversation.objects.create(
         owner=owner,
         title=title[:TITLE_MAX],
         system_prompt=system_prompt,
         options=options or {},
         model_name=model_name,
+        source=Conversation.Source.API if api_key is not None else Conversation.Source.CHAT,
+        api_key=api_key,
+        retain_text=retain_text,
     )
 
 
@@ -117,10 +124,12 @@ class NothingToAnswer(Exception):
 
 
 def _lock(conversation: Conversation) -> None:
-    """Serialize reply starts per conversation (row lock on PostgreSQL; SQLite's write lock)."""
+    """Serialize reply starts per conversation (row lock on PostgreSQL; SQLite's write lock),
+    then check the owner's limits: a refusal rolls the whole start back."""
     Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk").get()
     if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
         raise ConversationBusy
+    limits.check_capacity(owner_id=conversation.owner_id)
 
 
 def _placeholder(
@@ -150,6 +159,56 @@ def reply_request(
         )
         reply = _placeholder(conversation, model_name=model_name, replaces=None)
     return user_turn, reply
+
+
+def conversation_start(
+    *,
+    owner: Any,
+    content: str,
+    model_name: str = "",
+    system_prompt: str = "",
+    options: dict[str, Any] | None = None,
+    api_key: Any = None,
+) -> tuple[Conversation, Message, Message]:
+    """A new conversation with its first user turn and the reply placeholder, all or nothing
+    (a refused start leaves no empty conversation behind)."""
+    with transaction.atomic():
+        conversation = conversation_create(
+            owner=owner,
+            system_prompt=system_prompt,
+            options=options,
+            model_name=model_name,
+            api_key=api_key,
+        )
+        user_turn, reply = reply_request(
+            conversation=conversation, content=content, model_name=model_name
+        )
+    return conversation, user_turn, reply
+
+
+def api_completion_start(
+    *,
+    owner: Any,
+    api_key: Any,
+    system_prompt: str,
+    turns: list[tuple[str, str]],
+    model_name: str,
+) -> tuple[Conversation, Message]:
+    """Save a REST completion request (its whole history, as sent) as an API conversation,
+    plus the reply placeholder, all or nothing. The last turn is the user's."""
+    with transaction.atomic():
+        conversation = conversation_create(
+            owner=owner,
+            system_prompt=system_prompt,
+            model_name=model_name,
+            api_key=api_key,
+            retain_text=bool(getattr(api_key, "store_conversations", True)),
+        )
+        _lock(conversation)
+        for role, content in turns:
+            message_append(conversation=conversation, role=role, content=content)
+        reply = _placeholder(conversation, model_name=model_name, replaces=None)
+    return conversation, reply
 
 
 def reply_regenerate(
@@ -204,23 +263,41 @@ def reply_finish(
     ttft_ms: float | None = None,
     tokens_per_second: float | None = None,
 ) -> bool:
-    """Write a reply's final text and status. Only the first finisher wins (True)."""
+    """Write a reply's final text and status. Only the first finisher wins (True).
+
+    In a conversation that keeps no text (an API key that does not store conversations),
+    every text of it is erased right here, in the same transaction: only counts remain."""
     if status == Message.Status.STREAMING or status not in Message.Status.values:
         raise ValueError(f"not a final status: {status!r}")
-    updated = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        content=content,
-        status=status,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        ttft_ms=ttft_ms,
-        tokens_per_second=tokens_per_second,
-    )
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+            content=content,
+            status=status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            ttft_ms=ttft_ms,
+            tokens_per_second=tokens_per_second,
+        )
+        if updated:
+            conversation_id = (
+                Message.objects.filter(pk=message_id).values_list("conversation_id").get()[0]
+            )
+            if Conversation.objects.filter(pk=conversation_id, retain_text=False).exists():
+                conversation_erase_text(conversation_id=conversation_id)
     return updated == 1
+
+
+def conversation_erase_text(*, conversation_id: Any) -> None:
+    """Blank every text of a conversation (title, system prompt, messages); keep the counts."""
+    Conversation.objects.filter(pk=conversation_id).update(title="", system_prompt="")
+    Message.objects.filter(conversation_id=conversation_id).update(content="")
 
 
 def conversation_autotitle(*, conversation_id: Any) -> str | None:
     """Title an untitled conversation after its first turn; return the new title or None."""
-    conversation = Conversation.objects.filter(pk=conversation_id, title="").first()
+    conversation = Conversation.objects.filter(
+        pk=conversation_id, title="", retain_text=True
+    ).first()
     if conversation is None:
         return None
     first = (

@@ -72,8 +72,14 @@ async def cancel_requested(message_id: uuid.UUID | str) -> bool:
     return bool(await cache.aget(_key("cancel", message_id)))
 
 
+RETIRED_TTL = 60  # the text of an ended reply stays this long for readers catching up
+
+
 async def clear(message_id: uuid.UUID | str) -> None:
-    await cache.adelete_many([_key(k, message_id) for k in ("stream", "hb", "cancel")])
+    """A reply ended: drop its live state, but keep its text a minute for readers (an API
+    stream, a socket) that missed a delta; the database has it too, unless it is erased."""
+    await cache.atouch(_key("stream", message_id), RETIRED_TTL)
+    await cache.adelete_many([_key(k, message_id) for k in ("hb", "cancel")])
 
 
 @dataclass

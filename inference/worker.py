@@ -12,6 +12,7 @@ so a handler that generated inline would block all others.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from typing import Any
@@ -31,6 +32,13 @@ def _keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     return task
+
+
+def _background(coro: Any) -> asyncio.Task[Any]:
+    """A long-lived task in a context of its own: started from inside an HTTP request, it
+    must not inherit that request's context (Django's per-request thread executor for sync
+    code quits when the request ends, and every database call of the task would fail)."""
+    return _keep(asyncio.get_running_loop().create_task(coro, context=contextvars.Context()))
 
 
 class InferenceConsumer(AsyncConsumer):
@@ -64,13 +72,13 @@ def start_background(layer: Any, *, inference: bool) -> None:
     """Start this event loop's sweeper (every process) and, if asked, the model warm-up."""
     from chat.replies import sweep_forever
 
-    _keep(asyncio.create_task(sweep_forever(layer)))
+    _background(sweep_forever(layer))
     if inference:
         from inference.backends import get_backend
         from inference.heartbeat import beat_forever
 
-        _keep(asyncio.create_task(warm_up()))
-        _keep(asyncio.create_task(beat_forever(get_backend())))
+        _background(warm_up())
+        _background(beat_forever(get_backend()))
 
 
 class InferenceWorker(Worker):
@@ -126,6 +134,6 @@ def ensure_local_services(layer: Any) -> None:
         worker = InferenceWorker(
             application=get_default_application(), channels=["inference"], channel_layer=layer
         )
-        _keep(loop.create_task(worker.arun()))
+        _background(worker.arun())
     else:
         start_background(layer, inference=False)

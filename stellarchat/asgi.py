@@ -16,14 +16,19 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from api.auth import BearerKeyOrSession  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from inference.worker import InferenceConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        # Programs: Authorization: Bearer <API key>. Browsers: Origin check, then session.
+        "websocket": BearerKeyOrSession(
+            keyed=URLRouter(websocket_urlpatterns),
+            session=AllowedHostsOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ),
         ),
         # The inference worker (runworker inference, or embedded in the web process).
         "channel": ChannelNameRouter({"inference": InferenceConsumer.as_asgi()}),

@@ -81,7 +81,7 @@ def check_multiproc_dir(env: Mapping[str, str]) -> None:
 
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPE_RE = re.compile(r"auto|float32|bfloat16|float16")
-BACKEND_RE = re.compile(r"transformers|test")
+BACKEND_RE = re.compile(r"transformers|test|openai")
 LOG_FORMAT_RE = re.compile(r"plain|json")
 LOG_LEVEL_RE = re.compile(r"debug|info|warning|error|critical")
 
@@ -100,6 +100,19 @@ def env_list(env: Mapping[str, str], name: str, default: list[str]) -> list[str]
     if raw is None or raw.strip() == "":
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_remote_url(env: Mapping[str, str], name: str) -> str:
+    """An OpenAI-compatible server's base URL (``.../v1``), without a trailing slash."""
+    raw = env_str(env, name)
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"{name}={raw!r} is not a server URL; use one like http://gpu-box:8000/v1"
+        )
+    return raw.rstrip("/")
 
 
 def env_secret(env: Mapping[str, str], name: str) -> str:
@@ -218,6 +231,13 @@ class Config:
     test_backend_delay_ms: int
     metrics_token: str
     worker_metrics_port: int | None
+    remote_url: str
+    remote_api_key: str
+    remote_model: str
+    remote_timeout: int
+    rate_limit_per_minute: int
+    max_concurrent_streams: int
+    tokens_per_day: int
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -267,6 +287,17 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
     )
     check_multiproc_dir(env)
 
+    backend = env_choice(
+        env, "STELLARCHAT_BACKEND", "transformers", BACKEND_RE, "transformers, test, openai"
+    )
+    remote_url = env_remote_url(env, "STELLARCHAT_REMOTE_URL")
+    remote_model = env_str(env, "STELLARCHAT_REMOTE_MODEL")
+    if backend == "openai" and not (remote_url and remote_model):
+        raise ConfigError(
+            "STELLARCHAT_BACKEND=openai needs STELLARCHAT_REMOTE_URL (like "
+            "http://gpu-box:8000/v1) and STELLARCHAT_REMOTE_MODEL (the model's name there)"
+        )
+
     return Config(
         debug=debug,
         secret_key=secret_key,
@@ -289,14 +320,19 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
             env, "STELLARCHAT_DTYPE", "auto", DTYPE_RE, "auto, float32, bfloat16, float16"
         ),
         trust_remote_code=env_bool(env, "STELLARCHAT_TRUST_REMOTE_CODE", False),
-        backend=env_choice(
-            env, "STELLARCHAT_BACKEND", "transformers", BACKEND_RE, "transformers, test"
-        ),
+        backend=backend,
         max_message_chars=env_int(env, "STELLARCHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1),
         stream_timeout=env_int(env, "STELLARCHAT_STREAM_TIMEOUT", 15, minimum=1),
         test_backend_delay_ms=env_int(env, "STELLARCHAT_TEST_BACKEND_DELAY_MS", 0),
         metrics_token=env_secret(env, "STELLARCHAT_METRICS_TOKEN"),
         worker_metrics_port=env_port(env, "STELLARCHAT_WORKER_METRICS_PORT"),
+        remote_url=remote_url,
+        remote_api_key=env_secret(env, "STELLARCHAT_REMOTE_API_KEY"),
+        remote_model=remote_model,
+        remote_timeout=env_int(env, "STELLARCHAT_REMOTE_TIMEOUT", 60, minimum=1),
+        rate_limit_per_minute=env_int(env, "STELLARCHAT_RATE_LIMIT_PER_MINUTE", 30),
+        max_concurrent_streams=env_int(env, "STELLARCHAT_MAX_CONCURRENT_STREAMS", 3),
+        tokens_per_day=env_int(env, "STELLARCHAT_TOKENS_PER_DAY", 0),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

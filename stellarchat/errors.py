@@ -1,7 +1,8 @@
 """Error pages: themed HTML for people, one JSON shape for programs.
 
 JSON endpoints (the API under /v1/, /readyz, /metrics) and clients that ask for JSON get
-``{"error": {"code": ..., "message": ...}}`` with the matching status.
+OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, with the matching
+status.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ def wants_json(request: HttpRequest) -> bool:
 
 
 def json_error(code: str, message: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return JsonResponse(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        status=status,
+    )
 
 
 def bad_request(request: HttpRequest, exception: Any = None) -> HttpResponse:

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     # Before "channels": inference's runworker (sweeper + model warm-up) overrides channels'.
     "inference",
     "chat",
+    "api",
     "channels",
     "django_prometheus",
 ]
@@ -199,7 +200,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    # httpx logs every request at INFO: one line per remote reply is noise.
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 
 # --- StellarChat -------------------------------------------------------------------------
@@ -215,3 +217,11 @@ STELLARCHAT_DTYPE = CONFIG.dtype
 STELLARCHAT_TRUST_REMOTE_CODE = CONFIG.trust_remote_code
 STELLARCHAT_METRICS_TOKEN = CONFIG.metrics_token
 STELLARCHAT_WORKER_METRICS_PORT = CONFIG.worker_metrics_port
+STELLARCHAT_REMOTE_URL = CONFIG.remote_url
+STELLARCHAT_REMOTE_API_KEY = CONFIG.remote_api_key
+STELLARCHAT_REMOTE_MODEL = CONFIG.remote_model
+STELLARCHAT_REMOTE_TIMEOUT = CONFIG.remote_timeout
+# Limits per user, on the chat WebSocket and the REST API alike (0 = no limit).
+STELLARCHAT_RATE_LIMIT_PER_MINUTE = CONFIG.rate_limit_per_minute
+STELLARCHAT_MAX_CONCURRENT_STREAMS = CONFIG.max_concurrent_streams
+STELLARCHAT_TOKENS_PER_DAY = CONFIG.tokens_per_day

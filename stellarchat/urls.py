@@ -20,6 +20,8 @@ urlpatterns = [
         account_views.PasswordChangeDoneView.as_view(),
         name="password_change_done",
     ),
+    path("settings/api-keys/", include("api.web_urls")),
+    path("v1/", include("api.urls")),
     path("", include("chat.urls")),
 ]
 

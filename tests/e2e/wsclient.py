@@ -77,10 +77,19 @@ class LiveSocket:
         self.ws = ws
 
     @classmethod
-    async def open(cls, base: str, cookie: str | None, origin: str | None = "self") -> LiveSocket:
+    async def open(
+        cls,
+        base: str,
+        cookie: str | None,
+        origin: str | None = "self",
+        *,
+        api_key: str | None = None,
+    ) -> LiveSocket:
         headers = {}
         if cookie:
             headers["Cookie"] = cookie
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         if origin == "self":
             origin = base
         url = base.replace("http", "ws", 1) + "/ws/chat/"

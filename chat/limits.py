@@ -1,0 +1,130 @@
+"""Per-user limits, shared by the chat WebSocket and the REST API.
+
+- Messages per minute: a moving window from the ``limits`` library (the rate-limiting core of
+  Flask-Limiter and SlowAPI), stored in Redis when ``REDIS_URL`` is set, so every web process
+  counts against one window; in process memory in the embedded default (one process).
+- Concurrent streams and tokens per day: counted in the database, where replies and their
+  token counts live, inside the transaction that starts a reply (``check_capacity``), so two
+  requests racing for the last slot cannot both win and a refusal saves nothing.
+
+Every limit is off at 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from limits import RateLimitItemPerMinute
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+
+class RateLimited(Exception):
+    """A limit refused the request. ``retry_after`` is in whole seconds (at least 1)."""
+
+    def __init__(self, limit: str, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.limit = limit  # "rate", "concurrency" or "tokens"
+        self.detail = detail
+        self.retry_after = max(1, retry_after)
+
+
+@dataclass(frozen=True)
+class RateState:
+    limit: int
+    remaining: int
+    reset_after: int
+
+
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MovingWindowRateLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _limiter() -> MovingWindowRateLimiter:
+    """One limiter per event loop: redis-py's asyncio connections belong to the loop that
+    opened them."""
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        # The same Redis as the channel layer (and cache), however settings name it.
+        host = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts", [None])[0]
+        redis_url = host.get("address") if isinstance(host, dict) else host
+        if redis_url:
+            storage = storage_from_string(
+                f"async+{redis_url}", implementation="redispy", key_prefix="stellarchat-limits"
+            )
+        else:
+            storage = storage_from_string("async+memory://")
+        limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+        _limiters[loop] = limiter
+    return limiter
+
+
+async def hit_message_rate(user_id: int) -> RateState | None:
+    """Count one message against the user's per-minute window; raise ``RateLimited`` when
+    the window is full (the refused attempt is not counted). None when the limit is off."""
+    per_minute = settings.STELLARCHAT_RATE_LIMIT_PER_MINUTE
+    if not per_minute:
+        return None
+    limiter = _limiter()
+    item = RateLimitItemPerMinute(per_minute)
+    allowed = await limiter.hit(item, "messages", str(user_id))
+    stats = await limiter.get_window_stats(item, "messages", str(user_id))
+    reset_after = max(1, math.ceil(stats.reset_time - time.time()))
+    if not allowed:
+        raise RateLimited(
+            "rate",
+            f"at most {per_minute} messages per minute; try again in {reset_after} s",
+            retry_after=reset_after,
+        )
+    return RateState(limit=per_minute, remaining=stats.remaining, reset_after=reset_after)
+
+
+def seconds_to_midnight_utc(now: datetime | None = None) -> int:
+    now = now or datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, math.ceil((midnight - now).total_seconds()))
+
+
+def check_capacity(*, owner_id: Any) -> None:
+    """Concurrent streams and today's tokens for one user; call inside the transaction that
+    starts a reply (it locks the user's row, so concurrent starts are counted one by one)."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import Sum
+    from django.db.models.functions import Coalesce
+
+    from chat.models import Message
+
+    streams = settings.STELLARCHAT_MAX_CONCURRENT_STREAMS
+    quota = settings.STELLARCHAT_TOKENS_PER_DAY
+    if not streams and not quota:
+        return
+    get_user_model().objects.select_for_update().filter(pk=owner_id).values_list("pk").get()
+    mine = Message.objects.filter(conversation__owner_id=owner_id)
+    if streams:
+        running = mine.filter(status=Message.Status.STREAMING).count()
+        if running >= streams:
+            raise RateLimited(
+                "concurrency",
+                f"at most {streams} replies may stream at once; wait for one to finish",
+                retry_after=2,
+            )
+    if quota:
+        day_start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        used = mine.filter(role=Message.Role.ASSISTANT, created_at__gte=day_start).aggregate(
+            total=Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0)
+        )["total"]
+        if used >= quota:
+            raise RateLimited(
+                "tokens",
+                f"the daily quota of {quota} tokens is used up; it renews at 00:00 UTC",
+                retry_after=seconds_to_midnight_utc(),
+            )
