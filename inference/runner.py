@@ -110,6 +110,11 @@ async def _astream_async(
         await stream.aclose()
 
 
+def submit_to_inference_thread(func: Callable[[], Any]) -> None:
+    """Queue ``func`` on the inference thread from anywhere, without waiting for it."""
+    _executor.submit(func)
+
+
 async def run_on_inference_thread(func: Callable[[], T]) -> T:
     """Run ``func`` on the inference thread (model loading, so later jobs queue behind it)."""
     return await asyncio.get_running_loop().run_in_executor(_executor, func)

@@ -238,6 +238,7 @@ class Config:
     rate_limit_per_minute: int
     max_concurrent_streams: int
     tokens_per_day: int
+    max_batch: int
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -333,6 +334,7 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         rate_limit_per_minute=env_int(env, "STELLARCHAT_RATE_LIMIT_PER_MINUTE", 30),
         max_concurrent_streams=env_int(env, "STELLARCHAT_MAX_CONCURRENT_STREAMS", 3),
         tokens_per_day=env_int(env, "STELLARCHAT_TOKENS_PER_DAY", 0),
+        max_batch=env_int(env, "STELLARCHAT_MAX_BATCH", 32, minimum=1),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

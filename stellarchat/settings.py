@@ -225,3 +225,5 @@ STELLARCHAT_REMOTE_TIMEOUT = CONFIG.remote_timeout
 STELLARCHAT_RATE_LIMIT_PER_MINUTE = CONFIG.rate_limit_per_minute
 STELLARCHAT_MAX_CONCURRENT_STREAMS = CONFIG.max_concurrent_streams
 STELLARCHAT_TOKENS_PER_DAY = CONFIG.tokens_per_day
+# Replies one inference worker decodes together (batched decode steps).
+STELLARCHAT_MAX_BATCH = CONFIG.max_batch

@@ -10,21 +10,22 @@ stop-string logic in one place (``TextAssembler``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inference.backends.base import BackendError, Result, StreamItem, Turn, validate_turns
+from inference.batching import Request, Scheduler
 from inference.options import GenerationOptions
-from inference.prompt import FALLBACK_CHAT_TEMPLATE, build_prompt
-from inference.text import TextAssembler
+from inference.prompt import FALLBACK_CHAT_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class TransformersBackend:
         device: str | None = None,
         dtype: str | None = None,
         trust_remote_code: bool | None = None,
+        max_batch: int | None = None,
     ) -> None:
         from django.conf import settings
 
@@ -107,8 +109,10 @@ class TransformersBackend:
         self._loaded: Loaded | None = None
         self._load_error: tuple[float, BackendError] | None = None
         self._load_lock = threading.Lock()
-        # One generation at a time per process: torch already uses every core for one.
-        self._generate_lock = threading.Lock()
+        # Every reply of the process goes through one scheduler, which batches decode steps.
+        self._batcher: Scheduler | None = None
+        self._loop_task: Any = None  # the scheduler's run, held so it is not collected
+        self.max_batch = settings.STELLARCHAT_MAX_BATCH if max_batch is None else max_batch
 
     # --- loading -------------------------------------------------------------------------
 
@@ -267,135 +271,107 @@ class TransformersBackend:
         options: GenerationOptions,
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamItem]:
-        started = time.monotonic()
+        """Blocking view (scripts, tests): the same batched scheduler as ``astream``."""
+        import queue
+
+        items: queue.Queue[StreamItem] = queue.Queue()
         cancel = cancel or threading.Event()
+        try:
+            self._submit(turns, options, cancel, items.put)
+            while True:
+                item = items.get()
+                yield item
+                if isinstance(item, Result):
+                    return
+        finally:
+            cancel.set()  # left early: the scheduler drops the request at its next step
+
+    async def astream(
+        self,
+        turns: Sequence[Turn],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """Join the batch: deltas arrive from the inference thread as decode steps finish."""
+        import asyncio
+
+        from inference.runner import run_on_inference_thread
+
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[StreamItem] = asyncio.Queue()
+        cancel = cancel or threading.Event()
+
+        def emit(item: StreamItem) -> None:  # on the inference thread
+            try:
+                loop.call_soon_threadsafe(items.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody listens any more
+                cancel.set()
+
+        try:
+            if self._loaded is None:
+                # Load on the inference thread, so torch state stays there; a failure is
+                # reported by _submit below, as the stream's ending.
+                with contextlib.suppress(BackendError):
+                    await run_on_inference_thread(self.load)
+            self._submit(turns, options, cancel, emit, run=run_on_inference_thread)
+            while True:
+                item = await items.get()
+                yield item
+                if isinstance(item, Result):
+                    return
+        finally:
+            cancel.set()
+
+    def _submit(
+        self,
+        turns: Sequence[Turn],
+        options: GenerationOptions,
+        cancel: threading.Event,
+        emit: Any,
+        *,
+        run: Any = None,
+    ) -> None:
+        """Hand a request to the scheduler, starting its loop if idle. A model that cannot
+        load ends the request at once (its Result emitted)."""
+        started = time.monotonic()
         try:
             validate_turns(turns)
             loaded = self.load()
         except BackendError as exc:
-            yield Result(finish_reason="error", error_code=exc.code, error=str(exc))
+            emit(Result(finish_reason="error", error_code=exc.code, error=str(exc)))
             return
-        with self._generate_lock:
-            yield from self._generate(loaded, turns, options, cancel, started)
+        scheduler = self._scheduler(loaded)
+        request = Request(turns=turns, options=options, cancel=cancel, emit=emit, started=started)
+        if scheduler.submit(request):
+            if run is not None:
+                import asyncio
 
-    def _generate(
-        self,
-        loaded: Loaded,
-        turns: Sequence[Turn],
-        options: GenerationOptions,
-        cancel: threading.Event,
-        started: float,
-    ) -> Iterator[StreamItem]:
-        import torch
+                self._loop_task = asyncio.ensure_future(run(scheduler.run_until_idle))
+            elif threading.current_thread().name.startswith("inference"):
+                scheduler.run_until_idle()  # already on the inference thread: run it here
+            else:
+                from inference.runner import submit_to_inference_thread
 
-        tokenizer, model = loaded.tokenizer, loaded.model
-        prompt_tokens = completion = 0
-        ttft_ms: float | None = None
+                submit_to_inference_thread(scheduler.run_until_idle)
 
-        def result(reason: Any, **extra: Any) -> Result:
-            return Result(
-                finish_reason=reason,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion,
-                ttft_ms=ttft_ms,
-                duration_ms=(time.monotonic() - started) * 1000.0,
-                **extra,
-            )
-
-        try:
-            budget = loaded.context_length - options.max_new_tokens
-            if budget < 1:
-                raise BackendError(
-                    f"max_new_tokens={options.max_new_tokens} leaves no room for the prompt in "
-                    f"this model's context of {loaded.context_length} tokens",
-                    code="invalid_option",
-                )
-            prompt = build_prompt(tokenizer, turns, budget=budget, template=loaded.template)
-            prompt_tokens = len(prompt.ids)
-            if prompt.turns_dropped:
-                logger.debug("context: dropped %d oldest turns", prompt.turns_dropped)
-
-            sampler = Sampler(options, device=loaded.device)
-            text = TextAssembler(tokenizer, stop=options.stop)
-            input_ids = torch.tensor([prompt.ids], device=loaded.device)
-            past = None
-            reason: Any = "length"
-            with torch.inference_mode():
-                for _ in range(options.max_new_tokens):
-                    if cancel.is_set():
-                        reason = "cancelled"
-                        break
-                    out = model(input_ids=input_ids, cache=past, use_cache=True)
-                    past = out.cache
-                    token = sampler.pick(out.logits[0, -1, :])
-                    completion += 1
-                    if ttft_ms is None:
-                        ttft_ms = (time.monotonic() - started) * 1000.0
-                    if token in loaded.eos_ids:
-                        reason = "stop"
-                        break
-                    delta = text.add(token)
-                    if delta:
-                        yield delta
-                    if text.stopped:
-                        reason = "stop"
-                        break
-                    input_ids = torch.tensor([[token]], device=loaded.device)
-            tail = text.finish()
-            if tail:
-                yield tail
-            yield result(reason)
-        except BackendError as exc:
-            yield result("error", error_code=exc.code, error=str(exc))
-        except (torch.OutOfMemoryError, MemoryError):
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            yield result(
-                "error",
-                error_code="inference_unavailable",
-                error="out of memory while generating; lower max_new_tokens or use a smaller model",
-            )
-        except Exception as exc:  # never let a generation failure escape as a hang or crash
-            logger.exception("generation failed")
-            yield result(
-                "error", error_code="internal", error=f"generation failed: {_one_line(exc)}"
-            )
+    def _scheduler(self, loaded: Loaded) -> Scheduler:
+        with self._load_lock:
+            if self._batcher is None or self._batcher.loaded is not loaded:
+                self._batcher = Scheduler(loaded, max_batch=self.max_batch)
+            return self._batcher
 
 
 class Sampler:
-    """Greedy at temperature 0, else temperature / top-k / top-p with a seeded generator."""
+    """A request's sampling state: greedy at temperature 0, else a seeded generator (the
+    warping itself is done for the whole batch in ``inference.batching.sample_probs``)."""
 
     def __init__(self, options: GenerationOptions, *, device: Any) -> None:
         import torch
-        from transformers.generation.logits_process import (
-            LogitsProcessorList,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
 
         self.greedy = options.greedy
-        self.warpers = LogitsProcessorList()
-        if not self.greedy:
-            self.warpers.append(TemperatureLogitsWarper(options.temperature))
-            if options.top_k > 0:
-                self.warpers.append(TopKLogitsWarper(options.top_k))
-            if options.top_p < 1.0:
-                self.warpers.append(TopPLogitsWarper(options.top_p))
         seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(7), "big")
         gen_device = device if getattr(device, "type", str(device)) != "mps" else "cpu"
         self.generator = torch.Generator(device=gen_device).manual_seed(seed)
-
-    def pick(self, logits: Any) -> int:
-        import torch
-
-        if self.greedy:
-            return int(torch.argmax(logits).item())
-        scores = self.warpers(None, logits.float().unsqueeze(0))
-        probs = torch.softmax(scores, dim=-1)
-        if probs.device.type == "mps":
-            probs = probs.cpu()
-        return int(torch.multinomial(probs[0], 1, generator=self.generator).item())
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -126,7 +126,9 @@ def test_cancellation_takes_effect_within_one_step(backends: dict[str, Any]) -> 
     finally:
         handle.remove()
     assert result is not None and result.finish_reason == "cancelled"
-    assert True not in calls  # no decode step ran after the cancel
+    # The scheduler runs on its own thread: at most the step already under way when the
+    # cancel came finishes, and its token is dropped.
+    assert calls.count(True) <= 1
     assert seen and result.completion_tokens < 200
 
 

@@ -1,0 +1,212 @@
+"""Batched decoding is invisible in the replies: a reply generated in a batch equals the same
+reply generated alone (greedy, or sampled with a seed), whatever joins or leaves around it.
+
+Against real models: tiny random Llama, Qwen2 and GPT-2 (three attention/position schemes)
+and the bundled StellarByte-mini.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference.backends.base import Result
+from inference.backends.hf import TransformersBackend
+from inference.options import GenerationOptions
+from tests.inference import tinymodels
+
+BUNDLED = Path(__file__).resolve().parents[2] / "inference" / "bundled" / "stellarbyte-mini"
+PROMPTS = [
+    "hi",
+    "What can you do?",
+    "Tell me a long story about a ship, the sea and a lighthouse keeper.",
+    "x" * 40,
+    "How do I switch to a bigger model?",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = Path(tmp_path_factory.mktemp("batching"))
+    return {arch: tinymodels.build(root / arch, arch) for arch in ("llama", "qwen2", "gpt2")}
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def run(backend: TransformersBackend, text: str, options: GenerationOptions, **kw: Any) -> Any:
+    items = list(backend.stream(user(text), options, **kw))
+    result = items[-1]
+    assert isinstance(result, Result)
+    return "".join(items[:-1]), result
+
+
+def together(
+    backend: TransformersBackend,
+    jobs: list[tuple[str, GenerationOptions]],
+    *,
+    on_delta: Callable[[int, str], None] | None = None,
+    cancels: list[threading.Event] | None = None,
+) -> list[tuple[str, Result]]:
+    """Start every job at once (each joins the running batch at the next step)."""
+    start = threading.Barrier(len(jobs))
+
+    def one(index: int) -> tuple[str, Result]:
+        cancel = cancels[index] if cancels else threading.Event()
+        start.wait()
+        parts: list[str] = []
+        for item in backend.stream(user(jobs[index][0]), jobs[index][1], cancel):
+            if isinstance(item, Result):
+                return "".join(parts), item
+            parts.append(item)
+            if on_delta is not None:
+                on_delta(index, item)
+        raise AssertionError("no result")
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(one, range(len(jobs))))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_batched_greedy_replies_equal_replies_alone(tiny: dict[str, Path], arch: str) -> None:
+    backend = TransformersBackend(str(tiny[arch]), device="cpu", max_batch=8)
+    options = GenerationOptions(temperature=0, max_new_tokens=30)
+    alone = [run(backend, p, options) for p in PROMPTS]
+    assert backend._batcher is not None and backend._batcher.max_seen == 1
+    batched = together(backend, [(p, options) for p in PROMPTS])
+    assert backend._batcher.max_seen > 1  # they really shared decode steps
+    for (text_a, res_a), (text_b, res_b) in zip(alone, batched, strict=True):
+        assert text_b == text_a
+        assert res_b.finish_reason == res_a.finish_reason
+        assert res_b.completion_tokens == res_a.completion_tokens
+        assert res_b.prompt_tokens == res_a.prompt_tokens
+
+
+def test_the_bundled_model_batched_equals_alone() -> None:
+    backend = TransformersBackend(str(BUNDLED), device="cpu", max_batch=16)
+    options = GenerationOptions(temperature=0, max_new_tokens=48)
+    prompts = PROMPTS * 2
+    alone = [run(backend, p, options)[0] for p in prompts]
+    batched = [text for text, _ in together(backend, [(p, options) for p in prompts])]
+    assert backend._batcher is not None and backend._batcher.max_seen >= 5
+    assert batched == alone
+    assert all(alone)
+
+
+def test_each_request_keeps_its_own_options(tiny: dict[str, Path]) -> None:
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    jobs = [
+        ("hi", GenerationOptions(temperature=0, max_new_tokens=40)),
+        ("hi", GenerationOptions(temperature=1.2, top_p=0.9, max_new_tokens=40, seed=11)),
+        ("hi", GenerationOptions(temperature=0.8, top_k=5, max_new_tokens=40, seed=12)),
+        ("hi", GenerationOptions(temperature=0, max_new_tokens=7)),
+    ]
+    alone = [run(backend, text, options) for text, options in jobs]
+    batched = together(backend, jobs)
+    for (text_a, res_a), (text_b, res_b) in zip(alone, batched, strict=True):
+        assert text_b == text_a  # same seed, same sample, whatever shares the batch
+        assert res_b.completion_tokens == res_a.completion_tokens
+    assert batched[3][1].finish_reason == "length" and batched[3][1].completion_tokens == 7
+    assert batched[0][0] != batched[1][0]  # sampling really applied to its own row
+
+    # Stop strings are per request too: cut one reply where the greedy one has text.
+    greedy_text = alone[0][0]
+    stop = greedy_text[5:8]
+    assert stop and stop in greedy_text
+    stopped = together(
+        backend,
+        [
+            ("hi", GenerationOptions(temperature=0, max_new_tokens=40, stop=(stop,))),
+            ("hi", GenerationOptions(temperature=0, max_new_tokens=40)),
+        ],
+    )
+    assert stopped[0][0] == greedy_text[: greedy_text.index(stop)]
+    assert stopped[0][1].finish_reason == "stop"
+    assert stopped[1][0] == greedy_text
+
+
+def test_a_cancelled_request_leaves_the_others_untouched(tiny: dict[str, Path]) -> None:
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    options = GenerationOptions(temperature=0, max_new_tokens=60)
+    prompts = PROMPTS[:4]
+    alone = [run(backend, p, options)[0] for p in prompts]
+    cancels = [threading.Event() for _ in prompts]
+
+    def on_delta(index: int, _delta: str) -> None:
+        if index == 1:
+            cancels[1].set()  # stop the second reply at its first words
+
+    batched = together(backend, [(p, options) for p in prompts], on_delta=on_delta, cancels=cancels)
+    assert batched[1][1].finish_reason == "cancelled"
+    assert alone[1].startswith(batched[1][0]) and len(batched[1][0]) < len(alone[1])
+    for index in (0, 2, 3):
+        assert batched[index][0] == alone[index]
+
+
+def test_a_failing_request_does_not_end_the_others(tiny: dict[str, Path]) -> None:
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    options = GenerationOptions(temperature=0, max_new_tokens=20)
+    expected = run(backend, "hi", options)[0]
+    # Too long for the tiny model's 256-token context: refused alone, at prefill.
+    results = together(
+        backend,
+        [("hi", options), ("word " * 400, options), ("hi", options)],
+    )
+    assert results[1][1].finish_reason == "error" and results[1][1].error_code == "too_long"
+    assert results[0][0] == expected and results[2][0] == expected
+
+
+def test_max_batch_one_is_one_at_a_time(tiny: dict[str, Path]) -> None:
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=1)
+    options = GenerationOptions(temperature=0, max_new_tokens=20)
+    alone = run(backend, "hi", options)[0]
+    results = together(backend, [("hi", options)] * 3)
+    assert [text for text, _ in results] == [alone] * 3
+    assert backend._batcher is not None and backend._batcher.max_seen == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batch_sampling_matches_transformers_warpers(seed: int) -> None:
+    """The batched temperature / top-k / top-p equal transformers' own warpers, row by row."""
+    import torch
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from inference.batching import sample_probs
+
+    torch.manual_seed(seed)
+    logits = torch.randn(4, 500) * 4
+    options = [
+        GenerationOptions(temperature=0.7, top_p=0.9),
+        GenerationOptions(temperature=1.3, top_k=20),
+        GenerationOptions(temperature=1.0, top_k=50, top_p=0.5),
+        GenerationOptions(temperature=0.5, top_p=1.0),
+    ]
+    got = sample_probs(logits, options, [0, 1, 2, 3])
+    for row, opt in enumerate(options):
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(opt.temperature)])
+        if opt.top_k:
+            warpers.append(TopKLogitsWarper(opt.top_k))
+        if opt.top_p < 1:
+            warpers.append(TopPLogitsWarper(opt.top_p))
+        want = torch.softmax(warpers(None, logits[row : row + 1].clone()), dim=-1)[0]
+        assert torch.equal(got[row] > 0, want > 0)
+        assert torch.allclose(got[row], want, atol=1e-6)
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny: dict[str, Path]) -> None:
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=4)
+    one = GenerationOptions(temperature=1.0, max_new_tokens=30, seed=1)
+    two = GenerationOptions(temperature=1.0, max_new_tokens=30, seed=2)
+    assert run(backend, "hi", one)[0] == run(backend, "hi", one)[0]
+    assert run(backend, "hi", one)[0] != run(backend, "hi", two)[0]
