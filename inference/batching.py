@@ -41,6 +41,7 @@ class Request:
     cancel: threading.Event
     emit: Emit  # called on the inference thread with each delta, then the Result
     started: float = field(default_factory=time.monotonic)
+    on_start: Callable[[], None] | None = None  # called when it leaves the queue
 
 
 class _Seq:
@@ -208,6 +209,8 @@ class Scheduler:
             return
         seq: _Seq | None = None
         try:
+            if req.on_start is not None:
+                req.on_start()
             validate_turns(req.turns)
             budget = loaded.context_length - req.options.max_new_tokens
             if budget < 1:

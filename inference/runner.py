@@ -89,9 +89,12 @@ async def _astream_async(
 ) -> AsyncIterator[StreamItem]:
     """An async backend's stream, on the loop; a backend that raises still ends cleanly."""
     cancel = cancel or threading.Event()
-    if on_start is not None:
-        on_start()
-    stream = backend.astream(turns, options, cancel)
+    if getattr(backend, "reports_start", False):  # it knows when the request leaves its queue
+        stream = backend.astream(turns, options, cancel, on_start=on_start)
+    else:
+        if on_start is not None:
+            on_start()
+        stream = backend.astream(turns, options, cancel)
     try:
         while True:
             try:

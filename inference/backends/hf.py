@@ -86,6 +86,7 @@ class TransformersBackend:
     """Streams replies from a local (or hub) causal LM."""
 
     name = "transformers"
+    reports_start = True  # astream takes on_start: called when a request joins the batch
 
     def __init__(
         self,
@@ -291,8 +292,12 @@ class TransformersBackend:
         turns: Sequence[Turn],
         options: GenerationOptions,
         cancel: threading.Event | None = None,
+        *,
+        on_start: Any = None,
     ) -> AsyncIterator[StreamItem]:
-        """Join the batch: deltas arrive from the inference thread as decode steps finish."""
+        """Join the batch: deltas arrive from the inference thread as decode steps finish.
+        ``on_start`` is called (on the inference thread) when the request leaves the queue
+        for the batch, so time spent waiting for a free slot never counts as a stall."""
         import asyncio
 
         from inference.runner import run_on_inference_thread
@@ -313,7 +318,9 @@ class TransformersBackend:
                 # reported by _submit below, as the stream's ending.
                 with contextlib.suppress(BackendError):
                     await run_on_inference_thread(self.load)
-            self._submit(turns, options, cancel, emit, run=run_on_inference_thread)
+            self._submit(
+                turns, options, cancel, emit, run=run_on_inference_thread, on_start=on_start
+            )
             while True:
                 item = await items.get()
                 yield item
@@ -330,6 +337,7 @@ class TransformersBackend:
         emit: Any,
         *,
         run: Any = None,
+        on_start: Any = None,
     ) -> None:
         """Hand a request to the scheduler, starting its loop if idle. A model that cannot
         load ends the request at once (its Result emitted)."""
@@ -341,7 +349,14 @@ class TransformersBackend:
             emit(Result(finish_reason="error", error_code=exc.code, error=str(exc)))
             return
         scheduler = self._scheduler(loaded)
-        request = Request(turns=turns, options=options, cancel=cancel, emit=emit, started=started)
+        request = Request(
+            turns=turns,
+            options=options,
+            cancel=cancel,
+            emit=emit,
+            started=started,
+            on_start=on_start,
+        )
         if scheduler.submit(request):
             if run is not None:
                 import asyncio

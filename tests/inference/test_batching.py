@@ -210,3 +210,37 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny: dict[str, Path
     two = GenerationOptions(temperature=1.0, max_new_tokens=30, seed=2)
     assert run(backend, "hi", one)[0] == run(backend, "hi", one)[0]
     assert run(backend, "hi", one)[0] != run(backend, "hi", two)[0]
+
+
+@pytest.mark.asyncio
+async def test_a_request_starts_when_it_joins_the_batch_not_when_queued(
+    tiny: dict[str, Path],
+) -> None:
+    """Waiting for a free slot is not generating: the stall clock starts at admission."""
+    import asyncio
+
+    from inference import runner
+
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=1)
+    options = GenerationOptions(temperature=0, max_new_tokens=60)
+    started: list[tuple[str, int]] = []
+
+    async def one(name: str) -> Result:
+        def on_start() -> None:  # on the inference thread, as the request is admitted
+            assert backend._batcher is not None
+            started.append((name, len(backend._batcher.seqs)))
+
+        async for item in runner.astream(backend, user("hi"), options, on_start=on_start):
+            if isinstance(item, Result):
+                return item
+        raise AssertionError("no result")
+
+    async def later() -> Result:
+        await asyncio.sleep(0.02)  # the first is generating by now
+        return await one("second")
+
+    first, second = await asyncio.gather(one("first"), later())
+    # The second was submitted while the first generated, yet started only once the
+    # batch (of one) was empty again.
+    assert started == [("first", 0), ("second", 0)]
+    assert first.finish_reason == second.finish_reason != "error"
