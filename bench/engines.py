@@ -1,0 +1,188 @@
+"""Which decode engine: our batch scheduler against what transformers offers, in one run.
+
+    .venv/bin/python bench/engines.py [--streams 16] [--tokens 64] [--repeats 3] [--compile]
+
+On the bundled model, the same prompts, greedy, ``--tokens`` new tokens each (the end-of-
+sequence token is suppressed everywhere so every engine generates exactly as many tokens).
+Prints generated tokens per second for each engine and its ratio to one stream alone:
+
+- ``alone``: one request at a time through our scheduler (``STELLARCHAT_MAX_BATCH=1``);
+- ``ours``: all requests at once through our scheduler (they join between decode steps);
+- ``generate padded``: transformers' ``generate`` on one left-padded batch (an upper bound:
+  no request joins or leaves, which a chat server cannot promise);
+- ``generate_batch``: transformers' continuous batching (``model.generate_batch``);
+- ``static cache``: ``generate`` one stream at a time with ``cache_implementation="static"``;
+- ``static + compile`` (with ``--compile``): the same under ``torch.compile`` (slow to warm).
+
+Engines run interleaved, ``--repeats`` rounds, medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stellarchat.settings")
+os.environ.setdefault("DJANGO_DEBUG", "1")
+os.environ.setdefault("STELLARCHAT_DATA_DIR", "/tmp/stellarchat-bench-engines")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MODEL = ROOT / "inference" / "bundled" / "stellarbyte-mini"
+TOPICS = ["ships", "stars", "bread", "rivers", "chess", "bees", "trains", "music"]
+
+
+def prompts(n: int) -> list[str]:
+    return [f"Tell me about {TOPICS[i % len(TOPICS)]}, part {i}." for i in range(n)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    import torch
+    from transformers import GenerationConfig
+
+    from inference.backends.hf import TransformersBackend
+    from inference.options import GenerationOptions
+    from inference.prompt import build_prompt
+
+    batched = TransformersBackend(str(MODEL), device="cpu", max_batch=args.streams)
+    single = TransformersBackend(str(MODEL), device="cpu", max_batch=1)
+    loaded = batched.load()
+    single._loaded = loaded  # one model in memory, two schedulers
+    model, tokenizer = loaded.model, loaded.tokenizer
+    # Every engine must generate exactly --tokens tokens: suppress end-of-sequence.
+    loaded.eos_ids = frozenset()
+    texts = prompts(args.streams)
+    ids = [
+        build_prompt(tokenizer, [{"role": "user", "content": t}], budget=1024).ids for t in texts
+    ]
+    options = GenerationOptions(temperature=0, max_new_tokens=args.tokens)
+    eos = sorted({int(i) for i in [tokenizer.eos_token_id] if i is not None})
+    bad = [[i] for i in eos]
+    config = GenerationConfig(
+        max_new_tokens=args.tokens,
+        min_new_tokens=args.tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=None,
+        bad_words_ids=bad or None,
+    )
+
+    def through(backend: TransformersBackend, concurrent: bool) -> int:
+        counts: list[int] = []
+
+        def one(text: str) -> None:
+            for item in backend.stream([{"role": "user", "content": text}], options):
+                if not isinstance(item, str):
+                    counts.append(item.completion_tokens)
+
+        if concurrent:
+            threads = [threading.Thread(target=one, args=(t,)) for t in texts]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            for text in texts:
+                one(text)
+        return sum(counts)
+
+    def padded() -> int:
+        tokenizer.padding_side = "left"
+        width = max(len(i) for i in ids)
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        with torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
+        return int((out.shape[1] - width) * out.shape[0])
+
+    # generate_batch needs an end-of-sequence id; its replies may then end early, which
+    # tokens/s (real tokens over wall time) allows for.
+    cb_config = GenerationConfig(
+        max_new_tokens=args.tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+    def continuous() -> int:
+        with torch.inference_mode():
+            out = model.generate_batch(inputs=ids, generation_config=cb_config)
+        return sum(len(o.generated_tokens) for o in out.values())
+
+    def static(compiled: bool = False) -> Callable[[], int]:
+        static_config = GenerationConfig(**config.to_dict())
+        static_config.cache_implementation = "static"
+        if compiled:
+            static_config.compile_config = None
+
+        def run() -> int:
+            total = 0
+            with torch.inference_mode():
+                for i in ids:
+                    out = model.generate(
+                        input_ids=torch.tensor([i]), generation_config=static_config
+                    )
+                    total += out.shape[1] - len(i)
+            return total
+
+        return run
+
+    engines: dict[str, Callable[[], int]] = {
+        "alone": lambda: through(single, concurrent=False),
+        "ours": lambda: through(batched, concurrent=True),
+        "generate padded": padded,
+        "generate_batch": continuous,
+        "static cache": static(),
+    }
+    if args.compile:
+        model.forward = torch.compile(model.forward, dynamic=False)
+        engines["static + compile"] = static(compiled=True)
+
+    rates: dict[str, list[float]] = {name: [] for name in engines}
+    failures: dict[str, str] = {}
+    for name, run in engines.items():  # warm every engine once
+        try:
+            run()
+        except Exception as exc:  # an engine this build cannot run on CPU: say so, go on
+            failures[name] = " ".join(str(exc).split())[:200]
+    for _ in range(args.repeats):
+        for name, run in engines.items():
+            if name in failures:
+                continue
+            started = time.perf_counter()
+            tokens = run()
+            rates[name].append(tokens / (time.perf_counter() - started))
+
+    print(
+        f"\n{args.streams} streams x {args.tokens} tokens, bundled model, CPU, "
+        f"{torch.get_num_threads()} torch threads, load {os.getloadavg()[0]:.2f}\n"
+    )
+    base = statistics.median(rates["alone"])
+    print(f"{'engine':<20} {'tokens/s':>10} {'x alone':>8}")
+    for name, values in rates.items():
+        if name in failures:
+            print(f"{name:<20} {'failed':>10}  {failures[name]}")
+            continue
+        rate = statistics.median(values)
+        print(f"{name:<20} {rate:>10.0f} {rate / base:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
