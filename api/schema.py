@@ -119,6 +119,10 @@ def _content(value: Any, index: int, role: str, *, max_chars: int) -> str:
         raise invalid("content must be a string or a list of text parts", param=param)
     if "\x00" in value:
         raise invalid("content must not contain NUL characters", param=param)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no text can hold it, nor the database
+        raise invalid("content must be valid Unicode (no lone surrogates)", param=param) from None
     if len(value) > max_chars:
         raise invalid(
             f"content is {len(value)} characters; at most {max_chars} are allowed",
@@ -139,7 +143,7 @@ def _messages(value: Any, *, max_chars: int) -> tuple[str, list[tuple[str, str]]
         if not isinstance(message, dict):
             raise invalid("each message must be an object", param=f"messages[{index}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid(
                 "role must be one of system, developer, user, assistant",
                 param=f"messages[{index}].role",
@@ -153,6 +157,8 @@ def _messages(value: Any, *, max_chars: int) -> tuple[str, list[tuple[str, str]]
                 system.append(content)
         else:
             turns.append((role, content))
+    if turns and turns[-1][0] == "user" and not turns[-1][1].strip():
+        raise invalid("the last user message is empty", param=f"messages[{len(value) - 1}]")
     if not turns or turns[-1][0] != "user":
         raise invalid(
             "the last message (after any system ones) must be the user's", param="messages"
@@ -171,7 +177,7 @@ def parse_request(body: bytes, *, max_chars: int, max_new_tokens_limit: int) -> 
     """Validate a /v1/chat/completions body; raise ``ApiError`` (400) naming the problem."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
         raise invalid("the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
         raise invalid("the body must be a JSON object", code="invalid_json")
@@ -213,7 +219,9 @@ def parse_request(body: bytes, *, max_chars: int, max_new_tokens_limit: int) -> 
     for name in ("temperature", "top_p", "top_k", "seed"):
         if data.get(name) is not None:
             raw[name] = data[name]
-    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+    max_tokens = data.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = data.get("max_tokens")
     if max_tokens is not None:
         raw["max_new_tokens"] = max_tokens
     stop = data.get("stop")

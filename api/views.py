@@ -98,6 +98,7 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
     return response
 
 
+@csrf_exempt  # keys only, no cookies: a wrong method must get the JSON 405, not CSRF's 403
 async def models(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")

@@ -133,11 +133,16 @@ async def send(
         )
     except limits.RateLimited as exc:
         raise rate_limited(exc, frame) from None
-    await layer.group_send(
-        streams.user_group(user.pk),
-        {"type": "conversation.created", "conversation": str(conversation.pk), "title": ""},
-    )
+    created = {"type": "conversation.created", "conversation": str(conversation.pk), "title": ""}
     await join(str(conversation.pk))
+    # A program's conversation is not announced to the person's browser tabs (it stays out of
+    # their sidebar): only the sockets following it hear of it.
+    target = (
+        streams.user_group(user.pk)
+        if api_key is None
+        else streams.conversation_group(conversation.pk)
+    )
+    await layer.group_send(target, created)
     await layer.group_send(
         streams.conversation_group(conversation.pk), saved_frame(user_turn, frame.client_id)
     )

@@ -35,3 +35,10 @@ def make_message(conversation: Conversation, **fields: Any) -> Message:
     if feedback:
         services.message_set_feedback(message=message, feedback=feedback)
     return message
+
+
+def make_api_key(user: Any, name: str = "script", **extra: Any) -> tuple[Any, str]:
+    """An active API key of ``user``: (the ApiKey row, the plain key to send)."""
+    from api.services import api_key_create
+
+    return api_key_create(user=user, name=name, **extra)
