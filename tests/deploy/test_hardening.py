@@ -172,7 +172,14 @@ def test_themed_html_errors_for_people(owner_client: Client) -> None:
 def test_one_json_shape_for_programs(anon_client: Client) -> None:
     response = anon_client.get("/v1/nothing-here")
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "not_found", "message": "no such resource"}}
+    assert response.json() == {  # OpenAI's error shape, like every /v1 error
+        "error": {
+            "message": "no such resource",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "not_found",
+        }
+    }
     response = anon_client.get("/nope", HTTP_ACCEPT="application/json")
     assert response.json()["error"]["code"] == "not_found"
     failure = errors.server_error(RequestFactory().get("/v1/chat/completions"))

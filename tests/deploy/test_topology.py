@@ -30,6 +30,8 @@ async def test_two_web_processes_two_workers(tmp_path: Any) -> None:
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "STELLARCHAT_DATA_DIR": str(tmp_path),
         "STELLARCHAT_BACKEND": "test",
+        # One person starts six replies at once below: above the default per-user limit.
+        "STELLARCHAT_MAX_CONCURRENT_STREAMS": "0",
     }
     with livedaphne.postgres_database() as db_url, livedaphne.redis_db(9) as redis_url:
         env.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
