@@ -55,7 +55,9 @@ class _Seq:
         self.sampler = Sampler(req.options, device=loaded.device)
         self.text = TextAssembler(loaded.tokenizer, stop=req.options.stop)
         self.prompt_tokens = len(prompt_ids)
-        self.length = len(prompt_ids)  # real tokens in the cache (no padding)
+        # Real tokens so far (prompt + picked); the last picked one enters the cache at the
+        # next step, so the cache holds length - 1 of them, after its row's left padding.
+        self.length = len(prompt_ids)
         self.completion = 0
         self.ttft_ms: float | None = None
         self.last: int | None = None
@@ -245,12 +247,14 @@ class Scheduler:
         import torch
         import torch.nn.functional as F
 
-        row_mask = torch.ones((1, seq.length), dtype=torch.long, device=self.loaded.device)
+        # The cache holds the prompt; the token just picked goes in at the next step.
+        cached = seq.length - 1
+        row_mask = torch.ones((1, cached), dtype=torch.long, device=self.loaded.device)
         if self.cache is None:
             self.cache, self.mask, self.seqs = cache, row_mask, [seq]
         else:
-            width = max(self.mask.shape[1], seq.length)
-            grow, pad = width - self.mask.shape[1], width - seq.length
+            width = max(self.mask.shape[1], cached)
+            grow, pad = width - self.mask.shape[1], width - cached
             for mine, new in zip(self.cache.layers, cache.layers, strict=True):
                 mine.keys = torch.cat(
                     [F.pad(mine.keys, (0, 0, grow, 0)), F.pad(new.keys, (0, 0, pad, 0))]

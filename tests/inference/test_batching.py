@@ -244,3 +244,29 @@ async def test_a_request_starts_when_it_joins_the_batch_not_when_queued(
     # batch (of one) was empty again.
     assert started == [("first", 0), ("second", 0)]
     assert first.finish_reason == second.finish_reason != "error"
+
+
+def test_the_padding_mask_always_matches_the_cache(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before every batched step: one mask column per cache position, and each row's real
+    tokens exactly where its mask says (what keeps padded rows equal to rows alone)."""
+    from inference import batching
+
+    checked: list[int] = []
+    original = batching.Scheduler._decode
+
+    def checked_decode(self: batching.Scheduler) -> None:
+        width = self.cache.layers[0].keys.shape[-2]
+        assert self.mask.shape == (len(self.seqs), width)
+        for row, seq in enumerate(self.seqs):
+            assert int(self.mask[row].sum()) == seq.length - 1
+            assert bool(self.mask[row, -(seq.length - 1) :].all())
+        checked.append(len(self.seqs))
+        original(self)
+
+    monkeypatch.setattr(batching.Scheduler, "_decode", checked_decode)
+    backend = TransformersBackend(str(tiny["gpt2"]), device="cpu", max_batch=8)
+    options = GenerationOptions(temperature=0, max_new_tokens=25)
+    together(backend, [(p, options) for p in PROMPTS])
+    assert checked and max(checked) > 1
