@@ -19,9 +19,24 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.cache import cache
+from asgiref.sync import sync_to_async
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 
 STATE_TTL = 3600
+
+
+async def _cache(name: str, *args: Any) -> Any:
+    """A cache call for the reply path, where every reply makes several a second.
+
+    Django's ``cache.a*`` methods all hop to its one sync thread, so replies queue behind
+    each other's cache calls there. The in-process cache (embedded) does no I/O: called
+    directly. Others (Redis) go to a worker thread of their own."""
+    backend = caches["default"]
+    method = getattr(backend, name)
+    if isinstance(backend, LocMemCache):
+        return method(*args)
+    return await sync_to_async(method, thread_sensitive=False)(*args)
 
 
 def conversation_group(conversation_id: uuid.UUID | str) -> str:
@@ -37,20 +52,20 @@ def _key(kind: str, message_id: uuid.UUID | str) -> str:
 
 
 async def set_text(message_id: uuid.UUID | str, text: str) -> None:
-    await cache.aset(_key("stream", message_id), text, STATE_TTL)
+    await _cache("set", _key("stream", message_id), text, STATE_TTL)
 
 
 async def get_text(message_id: uuid.UUID | str) -> str | None:
-    value = await cache.aget(_key("stream", message_id))
+    value = await _cache("get", _key("stream", message_id))
     return value if isinstance(value, str) else None
 
 
 async def beat(message_id: uuid.UUID | str) -> None:
-    await cache.aset(_key("hb", message_id), time.time(), STATE_TTL)
+    await _cache("set", _key("hb", message_id), time.time(), STATE_TTL)
 
 
 async def last_beat(message_id: uuid.UUID | str) -> float | None:
-    value = await cache.aget(_key("hb", message_id))
+    value = await _cache("get", _key("hb", message_id))
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -61,15 +76,15 @@ async def claim(message_id: uuid.UUID | str) -> bool:
     cleanup re-queues a message another process is handling: channels_redis issue 163), so
     a job is claimed atomically (SET NX in Redis) before anything is generated.
     """
-    return bool(await cache.aadd(_key("claim", message_id), True, STATE_TTL))
+    return bool(await _cache("add", _key("claim", message_id), True, STATE_TTL))
 
 
 async def request_cancel(message_id: uuid.UUID | str) -> None:
-    await cache.aset(_key("cancel", message_id), True, STATE_TTL)
+    await _cache("set", _key("cancel", message_id), True, STATE_TTL)
 
 
 async def cancel_requested(message_id: uuid.UUID | str) -> bool:
-    return bool(await cache.aget(_key("cancel", message_id)))
+    return bool(await _cache("get", _key("cancel", message_id)))
 
 
 RETIRED_TTL = 60  # the text of an ended reply stays this long for readers catching up
@@ -78,8 +93,8 @@ RETIRED_TTL = 60  # the text of an ended reply stays this long for readers catch
 async def clear(message_id: uuid.UUID | str) -> None:
     """A reply ended: drop its live state, but keep its text a minute for readers (an API
     stream, a socket) that missed a delta; the database has it too, unless it is erased."""
-    await cache.atouch(_key("stream", message_id), RETIRED_TTL)
-    await cache.adelete_many([_key(k, message_id) for k in ("hb", "cancel")])
+    await _cache("touch", _key("stream", message_id), RETIRED_TTL)
+    await _cache("delete_many", [_key(k, message_id) for k in ("hb", "cancel")])
 
 
 @dataclass
