@@ -24,7 +24,8 @@ def _authorization(scope: dict[str, Any]) -> bytes | None:
 
 
 @database_sync_to_async
-def _authenticate(token: str) -> Any:
+def authenticate_token(token: str) -> Any:
+    """The active key for a bearer token (its last use noted), or None: REST and WebSocket."""
     key = keys.authenticate(token)
     if key is not None:
         from api.services import api_key_touch
@@ -45,7 +46,7 @@ class BearerKeyOrSession:
         if header is None:
             return await self.session(scope, receive, send)
         token = keys.bearer_token(header)
-        key = await _authenticate(token) if token else None
+        key = await authenticate_token(token) if token else None
         if key is None:
             return await WebsocketDenier()(scope, receive, send)
         scope = {**scope, "user": key.user, "api_key": key}

@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from api import keys, schema
+from api.auth import authenticate_token
 from api.feed import Ending, ReplyFeed
 from api.schema import ApiError
 from chat import actions, limits, services, streams
@@ -49,16 +50,6 @@ def model_id() -> str:
     return str(getattr(backend, "display_name", backend.name))
 
 
-@database_sync_to_async
-def _authenticate_token(token: str) -> Any:
-    key = keys.authenticate(token)
-    if key is not None:
-        from api.services import api_key_touch
-
-        api_key_touch(key=key)
-    return key
-
-
 async def authenticate(request: HttpRequest) -> Any:
     """The request's active API key, or ``ApiError`` 401. Session cookies do not count here:
     the API takes keys only (so no CSRF exposure)."""
@@ -71,7 +62,7 @@ async def authenticate(request: HttpRequest) -> Any:
             type="authentication_error",
             code="missing_api_key",
         )
-    key = await _authenticate_token(token)
+    key = await authenticate_token(token)
     if key is None:
         raise ApiError(
             401,
