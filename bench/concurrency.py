@@ -142,6 +142,7 @@ class Server:
         }
         if omp_threads:  # torch's intra-op threads (unset: torch's default, one per core)
             env["OMP_NUM_THREADS"] = str(omp_threads)
+            env["STELLARCHAT_TORCH_THREADS"] = str(omp_threads)
         self.server = stack.enter_context(livedaphne.daphne(env))
         self.url = self.server.url
         self.cookies: list[str] = []

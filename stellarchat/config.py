@@ -239,6 +239,7 @@ class Config:
     max_concurrent_streams: int
     tokens_per_day: int
     max_batch: int
+    torch_threads: int
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -335,6 +336,7 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         max_concurrent_streams=env_int(env, "STELLARCHAT_MAX_CONCURRENT_STREAMS", 3),
         tokens_per_day=env_int(env, "STELLARCHAT_TOKENS_PER_DAY", 0),
         max_batch=env_int(env, "STELLARCHAT_MAX_BATCH", 32, minimum=1),
+        torch_threads=env_int(env, "STELLARCHAT_TORCH_THREADS", 0),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

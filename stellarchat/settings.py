@@ -227,3 +227,5 @@ STELLARCHAT_MAX_CONCURRENT_STREAMS = CONFIG.max_concurrent_streams
 STELLARCHAT_TOKENS_PER_DAY = CONFIG.tokens_per_day
 # Replies one inference worker decodes together (batched decode steps).
 STELLARCHAT_MAX_BATCH = CONFIG.max_batch
+# torch's threads in a process that generates on the CPU (0 = one fewer than the cores).
+STELLARCHAT_TORCH_THREADS = CONFIG.torch_threads

@@ -45,6 +45,20 @@ class Loaded:
     load_seconds: float
 
 
+def cpu_threads() -> int:
+    """torch threads for CPU generation: STELLARCHAT_TORCH_THREADS, or one fewer than the
+    cores this process may use (at least 1), so the event loop keeps a core."""
+    from django.conf import settings
+
+    if settings.STELLARCHAT_TORCH_THREADS:
+        return int(settings.STELLARCHAT_TORCH_THREADS)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:limit]
@@ -185,6 +199,8 @@ class TransformersBackend:
             raise BackendError(f"transformers/torch are not installed: {exc}") from None
 
         device, dtype, multi_gpu = pick_device_and_dtype(self.device_choice, self.dtype_choice)
+        if device == "cpu":
+            torch.set_num_threads(cpu_threads())
         ref = self.model_ref
         if not Path(ref).expanduser().is_dir():
             logger.info("model %s is a hub id: downloading if not cached (progress below)", ref)
