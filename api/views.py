@@ -28,6 +28,7 @@ from api.schema import ApiError
 from chat import actions, limits, services, streams
 from chat.consumers import is_broker_outage
 from chat.models import Conversation, Message
+from inference.backends import model_name
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,6 @@ def error_response(exc: ApiError) -> JsonResponse:
     if exc.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="StellarChat API"'
     return response
-
-
-def model_id() -> str:
-    from inference.backends import get_backend
-
-    backend = get_backend()
-    return str(getattr(backend, "display_name", backend.name))
 
 
 async def authenticate(request: HttpRequest) -> Any:
@@ -97,7 +91,7 @@ async def models(request: HttpRequest) -> HttpResponse:
         await authenticate(request)
     except ApiError as exc:
         return error_response(exc)
-    entry = {"id": model_id(), "object": "model", "created": STARTED, "owned_by": "stellarchat"}
+    entry = {"id": model_name(), "object": "model", "created": STARTED, "owned_by": "stellarchat"}
     return JsonResponse({"object": "list", "data": [entry]})
 
 
@@ -120,7 +114,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             max_chars=settings.STELLARCHAT_MAX_MESSAGE_CHARS,
             max_new_tokens_limit=settings.STELLARCHAT_MAX_NEW_TOKENS,
         )
-        model = model_id()
+        model = model_name()
         if req.model != model:
             raise ApiError(
                 404,

@@ -20,6 +20,7 @@ from api import selectors, services
 from api.forms import KeyCreateForm
 from api.models import ApiKey
 from chat.forms import FlagForm
+from inference.backends import model_name
 
 PAGE = "api/keys.html"
 
@@ -32,19 +33,12 @@ def _get_key_for_user(request: HttpRequest, key_id: int) -> ApiKey:
     return key
 
 
-def model_id() -> str:
-    """The id /v1/models serves (the backend's name; no model is loaded for it)."""
-    from api.views import model_id as served
-
-    return served()
-
-
 def _render(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpResponse:
     """The page, or for htmx just its body (form, new key and list): one template either way."""
     context: dict[str, Any] = {
         "form": KeyCreateForm(),
         "keys": selectors.api_key_list(user=request.user),
-        "model_id": model_id(),
+        "model_id": model_name(),
         **extra,
     }
     template = f"{PAGE}#keys-body" if request.htmx else PAGE

@@ -19,6 +19,7 @@ from channels.exceptions import ChannelFull
 from chat import limits, replies, selectors, services, streams
 from chat.models import Conversation, Message
 from chat.protocol import Frame, ProtocolError
+from inference.backends import model_name
 from inference.backends.base import Result
 
 logger = logging.getLogger(__name__)
@@ -98,13 +99,6 @@ async def start_reply(
         await replies.finish(job, layer=layer, text="", result=result)
 
 
-def _model_name() -> str:
-    from inference.backends import get_backend
-
-    backend = get_backend()
-    return str(getattr(backend, "display_name", backend.name))
-
-
 async def send(
     user: Any, frame: Frame, *, layer: Any, join: Join, api_key: Any = None
 ) -> list[dict[str, Any]]:
@@ -126,27 +120,26 @@ async def send(
         conversation, user_turn, reply = await database_sync_to_async(services.conversation_start)(
             owner=user,
             content=frame.content,
-            model_name=_model_name(),
+            model_name=model_name(),
             system_prompt=prefs.system_prompt,
             options=prefs.options,
             api_key=api_key,
         )
     except limits.RateLimited as exc:
         raise rate_limited(exc, frame) from None
-    created = {"type": "conversation.created", "conversation": str(conversation.pk), "title": ""}
-    await join(str(conversation.pk))
     # A program's conversation is not announced to the person's browser tabs (it stays out of
     # their sidebar): only the sockets following it hear of it.
+    created = {"type": "conversation.created", "conversation": str(conversation.pk), "title": ""}
+    await join(str(conversation.pk))
     target = (
         streams.user_group(user.pk)
         if api_key is None
         else streams.conversation_group(conversation.pk)
     )
     await layer.group_send(target, created)
-    await layer.group_send(
-        streams.conversation_group(conversation.pk), saved_frame(user_turn, frame.client_id)
+    await _announce_and_start(
+        frame, conversation, user_turn, reply, layer=layer, join=join, options=frame.options
     )
-    await start_reply(layer, conversation=conversation, reply=reply, options=frame.options)
     return []
 
 
@@ -198,7 +191,7 @@ async def _begin(
     errors, then join the conversation, announce the user turn and start streaming."""
     try:
         user_turn, reply = await database_sync_to_async(action)(
-            conversation=conversation, model_name=_model_name(), **fields
+            conversation=conversation, model_name=model_name(), **fields
         )
     except services.ConversationBusy:
         raise ProtocolError(
@@ -208,12 +201,35 @@ async def _begin(
         raise ProtocolError("not_found", nothing, client_id=frame.client_id) from None
     except limits.RateLimited as exc:
         raise rate_limited(exc, frame) from None
+    await _announce_and_start(
+        frame,
+        conversation,
+        user_turn if announce_user_turn else None,
+        reply,
+        layer=layer,
+        join=join,
+        options=options or {},
+    )
+    return []
+
+
+async def _announce_and_start(
+    frame: Frame,
+    conversation: Conversation,
+    user_turn: Message | None,
+    reply: Message,
+    *,
+    layer: Any,
+    join: Join,
+    options: dict[str, Any],
+) -> None:
+    """After a reply-starting service: follow the conversation, announce the user turn (when
+    there is a new one), start streaming."""
     await join(str(conversation.pk))
-    if announce_user_turn:
+    if user_turn is not None:
         group = streams.conversation_group(conversation.pk)
         await layer.group_send(group, saved_frame(user_turn, frame.client_id))
-    await start_reply(layer, conversation=conversation, reply=reply, options=options or {})
-    return []
+    await start_reply(layer, conversation=conversation, reply=reply, options=options)
 
 
 async def stop(

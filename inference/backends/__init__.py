@@ -9,7 +9,16 @@ from typing import Any
 
 from inference.backends.base import Backend, BackendError, Result, StreamItem, Turn
 
-__all__ = ["Backend", "BackendError", "Result", "StreamItem", "Turn", "get_backend", "BACKENDS"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Result",
+    "StreamItem",
+    "Turn",
+    "get_backend",
+    "model_name",
+    "BACKENDS",
+]
 
 BACKENDS: dict[str, str] = {
     "transformers": "inference.backends.hf.TransformersBackend",
@@ -44,3 +53,10 @@ def get_backend(name: str | None = None, **kwargs: Any) -> Backend:
             backend = _import(BACKENDS[name])(**kwargs)
             _instances[key] = backend
     return backend
+
+
+def model_name() -> str:
+    """The name of the model this process serves: saved on replies, listed at /v1/models.
+    No model is loaded for it."""
+    backend = get_backend()
+    return str(getattr(backend, "display_name", backend.name))
