@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import pytest_asyncio
+from channels.layers import get_channel_layer
 from django.test import Client
 
 from tests import factories
@@ -55,3 +57,14 @@ def anon_client() -> Client:
 @pytest.fixture
 def conversation(owner: Any) -> Any:
     return factories.make_conversation(owner, title="Owner's chat", turns=2)
+
+
+@pytest_asyncio.fixture
+async def fresh_layer(settings: Any) -> Any:
+    """The deterministic test backend, without delays, on an empty channel layer (for tests
+    that drive the chat socket or the API in-process)."""
+    settings.STELLARCHAT_BACKEND = "test"
+    settings.STELLARCHAT_TEST_BACKEND_DELAY_MS = 0
+    await get_channel_layer().flush()
+    yield
+    await get_channel_layer().flush()

@@ -42,3 +42,17 @@ def make_api_key(user: Any, name: str = "script", **extra: Any) -> tuple[Any, st
     from api.services import api_key_create
 
     return api_key_create(user=user, name=name, **extra)
+
+
+def user_with_key(name: str, **extra: Any) -> tuple[Any, Any, str]:
+    """A new user with one API key: (user, the ApiKey row, the plain key)."""
+    user = make_user(name)
+    key, plain = make_api_key(user, **extra)
+    return user, key, plain
+
+
+async def amake_user(username: str) -> Any:
+    """``make_user`` from async tests."""
+    from channels.db import database_sync_to_async
+
+    return await database_sync_to_async(make_user)(username)

@@ -10,10 +10,8 @@ import re
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import ThreadSensitiveContext
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.test import AsyncClient
 
 from api.models import ApiKey
@@ -23,27 +21,18 @@ from chat.models import Conversation, Message
 from inference.backends.fake import reply_for
 from tests import factories
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("fresh_layer"),
+]
 
 URL = "/v1/chat/completions"
 MODELS = "/v1/models"
 MODEL = "stellarchat-test"
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def fresh_layer(settings: Any) -> Any:
-    settings.STELLARCHAT_BACKEND = "test"
-    settings.STELLARCHAT_TEST_BACKEND_DELAY_MS = 0
-    await get_channel_layer().flush()
-    yield
-    await get_channel_layer().flush()
-
-
-@database_sync_to_async
-def user_with_key(name: str, **extra: Any) -> tuple[Any, ApiKey, str]:
-    user = factories.make_user(name)
-    key, plain = factories.make_api_key(user, **extra)
-    return user, key, plain
+user_with_key = database_sync_to_async(factories.user_with_key)
 
 
 def auth(plain: str) -> dict[str, str]:

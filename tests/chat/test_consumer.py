@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
@@ -16,20 +15,14 @@ from chat.models import Conversation, Message
 from tests import factories
 from tests.chat.wsclient import Socket, communicator, connect, reply_text, session_cookie
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("fresh_layer"),
+]
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def fresh_layer(settings: Any) -> Any:
-    settings.STELLARCHAT_BACKEND = "test"
-    settings.STELLARCHAT_TEST_BACKEND_DELAY_MS = 0
-    await get_channel_layer().flush()
-    yield
-    await get_channel_layer().flush()
-
-
-async def make_user(name: str) -> Any:
-    return await database_sync_to_async(factories.make_user)(name)
+make_user = factories.amake_user
 
 
 @database_sync_to_async

@@ -10,10 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import ThreadSensitiveContext
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.test import AsyncClient
 
 from chat import limits
@@ -21,18 +19,7 @@ from chat.models import Conversation, Message
 from tests import factories, services
 from tests.chat.wsclient import Socket, connect, reply_text
 
-
-@pytest_asyncio.fixture
-async def fresh_layer(settings: Any) -> Any:
-    settings.STELLARCHAT_BACKEND = "test"
-    settings.STELLARCHAT_TEST_BACKEND_DELAY_MS = 0
-    await get_channel_layer().flush()
-    yield
-    await get_channel_layer().flush()
-
-
-async def make_user(name: str) -> Any:
-    return await database_sync_to_async(factories.make_user)(name)
+make_user = factories.amake_user
 
 
 @database_sync_to_async

@@ -7,9 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
@@ -21,25 +19,19 @@ from chat.models import Conversation, Message
 from tests import factories
 from tests.chat.wsclient import ORIGIN, Socket, reply_text, session_cookie
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("asgi_loaded", "fresh_layer"),
+]
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def fresh_layer(settings: Any) -> Any:
+@pytest.fixture
+def asgi_loaded() -> None:
     import stellarchat.asgi  # noqa: F401 - its django.setup() re-applies LOGGING: do it first
 
-    settings.STELLARCHAT_BACKEND = "test"
-    settings.STELLARCHAT_TEST_BACKEND_DELAY_MS = 0
-    await get_channel_layer().flush()
-    yield
-    await get_channel_layer().flush()
 
-
-@database_sync_to_async
-def user_with_key(name: str, **extra: Any) -> tuple[Any, ApiKey, str]:
-    user = factories.make_user(name)
-    key, plain = factories.make_api_key(user, **extra)
-    return user, key, plain
+user_with_key = database_sync_to_async(factories.user_with_key)
 
 
 def communicator(
