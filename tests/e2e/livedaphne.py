@@ -137,6 +137,33 @@ def worker(env: dict[str, str]) -> Iterator[Service]:
 
 
 @contextmanager
+def topology(
+    name: str, env: dict[str, str], *, redis_index: int
+) -> Iterator[tuple[Server, Service | None]]:
+    """The app in one of its two shapes; yields (web server, worker or None).
+
+    ``embedded``: one daphne exactly as `make run` starts it (debug on, SQLite, in-memory
+    layer, inference inside). ``redis``: production's shape, daphne + ``runworker inference``
+    + Redis (database ``redis_index``) + a throwaway PostgreSQL. ``env`` is completed in
+    place, so a test can run ``manage.py`` against the same databases.
+    """
+    if name == "embedded":
+        env["DJANGO_DEBUG"] = "1"
+        with daphne(env) as server:
+            yield server, None
+        return
+    from tests import services
+
+    services.require("PostgreSQL", services.postgres_available())
+    services.require("Redis", services.redis_available())
+    env["DJANGO_DEBUG"] = "0"
+    with postgres_database() as db_url, redis_db(redis_index) as redis_url:
+        env.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
+        with daphne(env) as server, worker(env) as inference:
+            yield server, inference
+
+
+@contextmanager
 def postgres_database() -> Iterator[str]:
     """A throwaway database on the local PostgreSQL; yields its URL."""
     import psycopg

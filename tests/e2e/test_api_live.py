@@ -27,7 +27,6 @@ import pytest
 from openai import OpenAI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests import services
 from tests.e2e import livedaphne
 from tests.e2e.wsclient import LiveSocket, signup
 
@@ -86,18 +85,8 @@ def live(
         "STELLARCHAT_RATE_LIMIT_PER_MINUTE": str(PER_MINUTE),
         "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp(request.param)),
     }
-    if request.param == "embedded":
-        env["DJANGO_DEBUG"] = "1"  # exactly what `make run` does
-        with livedaphne.daphne(env) as server:
-            yield Live("embedded", server.url, env, server.service)
-        return
-    services.require("PostgreSQL", services.postgres_available())
-    services.require("Redis", services.redis_available())
-    env["DJANGO_DEBUG"] = "0"
-    with livedaphne.postgres_database() as db_url, livedaphne.redis_db(7) as redis_url:
-        env.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
-        with livedaphne.daphne(env) as server, livedaphne.worker(env) as worker:
-            yield Live("redis", server.url, env, server.service, worker)
+    with livedaphne.topology(request.param, env, redis_index=7) as (server, worker):
+        yield Live(request.param, server.url, env, server.service, worker)
 
 
 def test_models_and_completions_with_the_official_client(live: Live) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests import services
 from tests.e2e import livedaphne
 from tests.e2e.wsclient import LiveSocket, get, signup
 
@@ -58,18 +57,8 @@ def live(
         "STELLARCHAT_STREAM_TIMEOUT": "3",
         "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp(request.param)),
     }
-    if request.param == "embedded":
-        env["DJANGO_DEBUG"] = "1"  # exactly what `make run` does
-        with livedaphne.daphne(env) as server:
-            yield Live("embedded", server.url, env, server.service)
-        return
-    services.require("PostgreSQL", services.postgres_available())
-    services.require("Redis", services.redis_available())
-    env["DJANGO_DEBUG"] = "0"
-    with livedaphne.postgres_database() as db_url, livedaphne.redis_db() as redis_url:
-        env.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
-        with livedaphne.daphne(env) as server, livedaphne.worker(env) as worker:
-            yield Live("redis", server.url, env, server.service, worker)
+    with livedaphne.topology(request.param, env, redis_index=13) as (server, worker):
+        yield Live(request.param, server.url, env, server.service, worker)
 
 
 async def socket(live: Live, cookie: str | None = None) -> LiveSocket:

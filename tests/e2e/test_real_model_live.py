@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests import services
 from tests.e2e import livedaphne
 from tests.e2e.wsclient import LiveSocket, get, signup
 
@@ -33,18 +32,8 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp(request.param)),
         "HF_HUB_OFFLINE": "1",
     }
-    if request.param == "embedded":
-        env["DJANGO_DEBUG"] = "1"
-        with livedaphne.daphne(env) as server:
-            yield server, None
-        return
-    services.require("PostgreSQL", services.postgres_available())
-    services.require("Redis", services.redis_available())
-    env["DJANGO_DEBUG"] = "0"
-    with livedaphne.postgres_database() as db_url, livedaphne.redis_db(12) as redis_url:
-        env.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
-        with livedaphne.daphne(env) as server, livedaphne.worker(env) as worker:
-            yield server, worker
+    with livedaphne.topology(request.param, env, redis_index=12) as (server, worker):
+        yield server, worker
 
 
 async def test_the_bundled_model_chats_end_to_end(live: Any) -> None:
