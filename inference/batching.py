@@ -17,6 +17,7 @@ still go through here, one request at a time.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -44,12 +45,23 @@ class Request:
     on_start: Callable[[], None] | None = None  # called when it leaves the queue
 
 
+class Sampler:
+    """A request's sampling state: greedy at temperature 0, else its own seeded generator
+    (the warping is done for the whole batch in ``sample_probs``)."""
+
+    def __init__(self, options: GenerationOptions, *, device: Any) -> None:
+        import torch
+
+        self.greedy = options.greedy
+        seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(7), "big")
+        where = "cpu" if getattr(device, "type", str(device)) == "mps" else device  # no MPS ones
+        self.generator = torch.Generator(device=where).manual_seed(seed)
+
+
 class _Seq:
     """One request in the batch: its sampler, text assembly, counters and ending."""
 
     def __init__(self, req: Request, loaded: Any, prompt_ids: list[int]) -> None:
-        from inference.backends.hf import Sampler
-
         self.req = req
         self.loaded = loaded
         self.sampler = Sampler(req.options, device=loaded.device)
@@ -129,11 +141,6 @@ def sample_probs(logits: Any, options: Sequence[GenerationOptions], rows: list[i
         drop[:, -1] = False  # the most likely token always stays
         x = x.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     return x.softmax(dim=-1)
-
-
-def gen_device(tensor: Any) -> Any:
-    """Where the per-request generators live (MPS generators are not supported: the CPU)."""
-    return "cpu" if tensor.device.type == "mps" else tensor.device
 
 
 def batchable(cache: Any) -> bool:
@@ -305,8 +312,8 @@ class Scheduler:
         # own generator (one scalar each: cheap, and independent of the batch).
         uniforms = torch.cat(
             [
-                torch.rand(1, generator=seqs[i].sampler.generator, device=gen_device(probs))
-                for i in rows
+                torch.rand(1, generator=gen, device=gen.device)
+                for gen in (seqs[i].sampler.generator for i in rows)
             ]
         ).to(probs.device)
         cumulative = probs.cumsum(dim=-1)

@@ -392,19 +392,6 @@ class TransformersBackend:
             return self._batcher
 
 
-class Sampler:
-    """A request's sampling state: greedy at temperature 0, else a seeded generator (the
-    warping itself is done for the whole batch in ``inference.batching.sample_probs``)."""
-
-    def __init__(self, options: GenerationOptions, *, device: Any) -> None:
-        import torch
-
-        self.greedy = options.greedy
-        seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(7), "big")
-        gen_device = device if getattr(device, "type", str(device)) != "mps" else "cpu"
-        self.generator = torch.Generator(device=gen_device).manual_seed(seed)
-
-
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     ids: set[int] = set()
     config = getattr(model, "generation_config", None)
