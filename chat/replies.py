@@ -16,12 +16,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from chat import selectors, services, streams
 from chat.models import Message
@@ -121,6 +122,19 @@ async def publish(layer: Any, conversation: str, frames: list[dict[str, Any]]) -
     group = streams.conversation_group(conversation)
     for frame in frames:
         await layer.group_send(group, {**frame, "conversation": conversation})
+
+
+async def save(write: Callable[..., T], **fields: Any) -> T:
+    """A reply's database write, tried once more if its connection was cut (a database
+    restart or failover): the generation goes on regardless, and a reply the model finished
+    must not end as failed for that. channels closes the broken connection before the retry
+    (``close_old_connections``), so it runs on a fresh one. Both writes only touch a reply
+    still streaming, so running one twice is harmless."""
+    try:
+        return await database_sync_to_async(write)(**fields)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("database connection lost during %s (%s); retrying", write.__name__, exc)
+        return await database_sync_to_async(write)(**fields)
 
 
 @database_sync_to_async
@@ -259,9 +273,7 @@ class _ReplyState:
             )
             if time.monotonic() - self.last_db >= DB_FLUSH_INTERVAL:
                 self.last_db = time.monotonic()
-                await database_sync_to_async(services.reply_flush)(
-                    message_id=self.job.message, content=self.text
-                )
+                await save(services.reply_flush, message_id=self.job.message, content=self.text)
 
     async def drain(self) -> None:
         """Publish what is left. A flush in progress is awaited, never cancelled: cancelling
@@ -303,7 +315,8 @@ async def _watch(
 async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
     """Save the final state; if this call ended the reply, tell every subscribed socket."""
     status = STATUS_FOR[result.finish_reason]
-    won = await database_sync_to_async(services.reply_finish)(
+    won = await save(
+        services.reply_finish,
         message_id=job.message,
         content=text,
         status=status,
@@ -358,15 +371,27 @@ def _streaming_rows() -> list[dict[str, Any]]:
     )
 
 
+# Per process: streaming replies without any heartbeat, and when this sweeper first saw that.
+_unbeaten: dict[str, float] = {}
+
+
 async def sweep(layer: Any, *, now: float | None = None) -> int:
     """End replies whose worker went silent for STELLARCHAT_STREAM_TIMEOUT; return how many."""
     timeout = settings.STELLARCHAT_STREAM_TIMEOUT
     now = time.time() if now is None else now
     ended = 0
-    for row in await _streaming_rows():
+    rows = await _streaming_rows()
+    for gone in _unbeaten.keys() - {str(row["id"]) for row in rows}:
+        del _unbeaten[gone]
+    for row in rows:
         last = await streams.last_beat(row["id"])
         if last is None:
-            last = row["created_at"].timestamp()
+            # No heartbeat at all: Redis restarted empty (or this process did, embedded). A
+            # live worker beats again within a second, so the silence counts from now, not
+            # from the reply's start: a long reply is not ended under a working worker.
+            last = max(row["created_at"].timestamp(), _unbeaten.setdefault(str(row["id"]), now))
+        else:
+            _unbeaten.pop(str(row["id"]), None)
         if now - last <= timeout:
             continue
         text = await streams.get_text(row["id"])

@@ -422,6 +422,25 @@ async def test_sweeper_ends_replies_nobody_is_generating(settings: Any) -> None:
     await watcher.close()
 
 
+async def test_sweeper_gives_a_reply_whose_heartbeat_vanished_a_full_timeout(settings: Any) -> None:
+    """Redis restarted empty in the middle of a long reply: its heartbeat is gone, but the
+    worker is alive and beats again within a second. Counting the silence from the reply's
+    start ended such replies under a working worker (tests/reliability row 2)."""
+    from chat import replies, services
+
+    settings.STELLARCHAT_STREAM_TIMEOUT = 1
+    user = await make_user("rb")
+    conv = await database_sync_to_async(factories.make_conversation)(user)
+    _, reply = await database_sync_to_async(services.reply_request)(conversation=conv, content="hi")
+    long_after = reply.created_at.timestamp() + 60
+    layer = get_channel_layer()
+    assert await replies.sweep(layer, now=long_after) == 0  # first seen without a heartbeat
+    assert await replies.sweep(layer, now=long_after + 0.5) == 0
+    assert await replies.sweep(layer, now=long_after + 2) == 1  # silent a whole timeout since
+    rows = await messages_of(str(conv.pk))
+    assert rows[-1].status == "failed"
+
+
 # --- isolation and handshakes ---------------------------------------------------------------
 
 

@@ -83,10 +83,12 @@ class Service:
 
 
 @contextmanager
-def service(name: str, args: list[str], env: dict[str, str]) -> Iterator[Service]:
+def service(
+    name: str, args: list[str], env: dict[str, str], *, root: Path = BASE
+) -> Iterator[Service]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        args, cwd=BASE, env=clean_env(**env), stdout=log, stderr=subprocess.STDOUT
+        args, cwd=root, env=clean_env(**env), stdout=log, stderr=subprocess.STDOUT
     )
     svc = Service(name, proc, log)
     try:
@@ -99,10 +101,10 @@ def service(name: str, args: list[str], env: dict[str, str]) -> Iterator[Service
         log.close()
 
 
-def migrate(env: dict[str, str]) -> None:
+def migrate(env: dict[str, str], *, root: Path = BASE) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=BASE,
+        cwd=root,
         env=clean_env(**env),
         check=True,
         timeout=300,
@@ -116,13 +118,21 @@ class Server:
 
 
 @contextmanager
-def daphne(env: dict[str, str], *, run_migrations: bool = True) -> Iterator[Server]:
-    """A freshly started daphne serving stellarchat.asgi on a free loopback port."""
+def daphne(
+    env: dict[str, str],
+    *,
+    run_migrations: bool = True,
+    port: int | None = None,
+    root: Path = BASE,
+) -> Iterator[Server]:
+    """A freshly started daphne serving stellarchat.asgi on a loopback port (a free one, or
+    ``port``: a restarted web process takes its predecessor's address). ``root``: another
+    checkout of the project (benchmarks compare against an earlier commit)."""
     if run_migrations:
-        migrate(env)
-    port = free_port()
+        migrate(env, root=root)
+    port = port or free_port()
     args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    with service(f"daphne:{port}", [*args, "stellarchat.asgi:application"], env) as svc:
+    with service(f"daphne:{port}", [*args, "stellarchat.asgi:application"], env, root=root) as svc:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")
         yield Server(url, svc)
