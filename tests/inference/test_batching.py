@@ -88,6 +88,42 @@ def test_batched_greedy_replies_equal_replies_alone(tiny: dict[str, Path], arch:
         assert res_b.prompt_tokens == res_a.prompt_tokens
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_prompts_prefilled_together_equal_prompts_prefilled_alone(
+    tiny: dict[str, Path], arch: str
+) -> None:
+    """Requests queued together share one left-padded prefill forward (prompts of different
+    lengths: padding, per-row positions), and still get the replies they get alone."""
+    from inference.batching import Request, Scheduler
+
+    backend = TransformersBackend(str(tiny[arch]), device="cpu", max_batch=8)
+    options = GenerationOptions(temperature=0, max_new_tokens=20)
+    alone = [run(backend, p, options) for p in PROMPTS]
+    scheduler = Scheduler(backend.load(), max_batch=8)
+    outputs: list[list[Any]] = [[] for _ in PROMPTS]
+    for prompt, out in zip(PROMPTS, outputs, strict=True):
+        scheduler.submit(Request(user(prompt), options, threading.Event(), out.append))
+    scheduler.run_until_idle()  # everything queued before the loop starts
+    assert scheduler.max_group == len(PROMPTS) - 1  # the first alone (probes the cache type)
+    for (text, result), out in zip(alone, outputs, strict=True):
+        assert "".join(x for x in out if isinstance(x, str)) == text
+        assert out[-1].completion_tokens == result.completion_tokens
+        assert out[-1].prompt_tokens == result.prompt_tokens
+
+
+def test_prefill_groups_keep_padding_bounded() -> None:
+    from inference.batching import prefill_groups
+
+    class Seq:
+        def __init__(self, n: int) -> None:
+            self.prompt_ids = [1] * n
+
+    groups = prefill_groups([Seq(n) for n in (30, 900, 32, 28, 35, 31, 1000)], 2048)
+    sizes = [[len(s.prompt_ids) for s in g] for g in groups]
+    assert sizes == [[28, 30, 31, 32, 35], [900, 1000]]
+    assert [len(g) for g in prefill_groups([Seq(300) for _ in range(16)], 2048)] == [6, 6, 4]
+
+
 def test_the_bundled_model_batched_equals_alone() -> None:
     backend = TransformersBackend(str(BUNDLED), device="cpu", max_batch=16)
     options = GenerationOptions(temperature=0, max_new_tokens=48)
@@ -191,8 +227,14 @@ def test_batch_sampling_matches_transformers_warpers(seed: int) -> None:
         GenerationOptions(temperature=1.3, top_k=20),
         GenerationOptions(temperature=1.0, top_k=50, top_p=0.5),
         GenerationOptions(temperature=0.5, top_p=1.0),
+        # A flat row: its nucleus holds most of the vocabulary, far past the shortlist.
+        GenerationOptions(temperature=1.0, top_p=0.99),
+        # Tied logits around the k-th: transformers keeps every tie, so must we. (No top-p:
+        # which of equal tokens a sort puts first is arbitrary.)
+        GenerationOptions(temperature=1.0, top_k=70, top_p=1.0),
     ]
-    got = sample_probs(logits, options, [0, 1, 2, 3])
+    logits = torch.cat([logits, torch.randn(1, 500) * 0.05, torch.randint(0, 3, (1, 500)) * 1.0])
+    got = sample_probs(logits, options, list(range(len(options))))
     for row, opt in enumerate(options):
         warpers = LogitsProcessorList([TemperatureLogitsWarper(opt.temperature)])
         if opt.top_k:
@@ -202,6 +244,36 @@ def test_batch_sampling_matches_transformers_warpers(seed: int) -> None:
         want = torch.softmax(warpers(None, logits[row : row + 1].clone()), dim=-1)[0]
         assert torch.equal(got[row] > 0, want > 0)
         assert torch.allclose(got[row], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_draws_follow_the_warped_distribution(seed: int) -> None:
+    """Evenly spread uniforms through ``draw`` land on each token as often as its
+    probability says (inverse CDF), and never on a dropped token."""
+    import torch
+
+    from inference.batching import draw, sample_probs
+
+    torch.manual_seed(seed)
+    options = [
+        GenerationOptions(temperature=0.8, top_p=0.95),
+        GenerationOptions(temperature=1.0, top_p=1.0),
+        GenerationOptions(temperature=1.0, top_k=7, top_p=0.9),
+        GenerationOptions(temperature=1.0, top_p=0.999),
+    ]
+    logits = torch.randn(len(options), 300) * torch.tensor([[3.0], [2.0], [2.0], [0.1]])
+    rows = list(range(len(options)))
+    want = sample_probs(logits, options, rows)
+    steps = 4_000  # one call: every row repeated once per evenly spread uniform
+    uniforms = ((torch.arange(steps, dtype=torch.float32) + 0.5) / steps).repeat_interleave(
+        len(options)
+    )
+    picks = draw(logits.repeat(steps, 1), options * steps, list(range(steps * len(rows))), uniforms)
+    counts = torch.zeros_like(want)
+    for at, token in enumerate(picks):
+        counts[at % len(options), token] += 1
+    assert bool(((counts > 0) <= (want > 0)).all()), "drew a token of probability 0"
+    assert torch.allclose(counts / steps, want, atol=2.0 / steps + 1e-4)
 
 
 def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny: dict[str, Path]) -> None:
@@ -270,3 +342,46 @@ def test_the_padding_mask_always_matches_the_cache(
     options = GenerationOptions(temperature=0, max_new_tokens=25)
     together(backend, [(p, options) for p in PROMPTS])
     assert checked and max(checked) > 1
+
+
+@pytest.mark.asyncio
+async def test_deltas_of_one_step_cross_to_the_loop_in_one_wake_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The inference thread hands a step's deltas for every stream to the event loop at once,
+    in order per stream, and reports a closed loop."""
+    import asyncio
+
+    from inference.backends import hf
+
+    loop = asyncio.get_running_loop()
+    inbox = hf._inbox(loop)
+    assert hf._inbox(loop) is inbox  # one per loop
+    wakeups = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(*args: Any) -> Any:
+        nonlocal wakeups
+        wakeups += 1
+        return real(*args)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    queues: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in range(16)]
+
+    def steps() -> None:  # like the scheduler: every stream gets a delta per step
+        for step in range(50):
+            for q in queues:
+                assert inbox.post(q, f"{step},")
+
+    steps()  # while the loop is busy (here: running this test), every post waits together
+    await asyncio.sleep(0)
+    assert wakeups == 1  # not 800
+    await asyncio.to_thread(steps)  # from another thread, racing the loop's deliveries
+    await asyncio.sleep(0.05)
+    for q in queues:
+        got = "".join(q.get_nowait() for _ in range(q.qsize()))
+        assert got == "".join(f"{step}," for step in range(50)) * 2
+
+    closed = asyncio.new_event_loop()
+    closed.close()
+    assert hf._Inbox(closed).post(asyncio.Queue(), "x") is False
