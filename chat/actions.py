@@ -74,10 +74,12 @@ async def check_rate(user: Any, frame: Frame) -> None:
 async def start_reply(
     layer: Any, *, conversation: Conversation, reply: Message, options: dict[str, Any]
 ) -> None:
-    """Publish stream.start and queue the job. The reply exists (streaming) from here on."""
+    """Publish stream.start and queue the job. The reply exists (streaming) from here on.
+
+    No shared state is written here (it is on the first token's path): until the worker's
+    first flush, readers find no text and use the database's (empty), and the sweeper times
+    a reply without a heartbeat from its creation."""
     conv, msg = str(conversation.pk), str(reply.pk)
-    await streams.set_text(msg, "")
-    await streams.beat(msg)
     await layer.group_send(
         streams.conversation_group(conv),
         {
@@ -115,15 +117,9 @@ async def send(
             content=frame.content,
         )
     # A new conversation: created together with its first turn, or not at all.
-    prefs = await database_sync_to_async(selectors.preferences_for)(user=user)
     try:
-        conversation, user_turn, reply = await database_sync_to_async(services.conversation_start)(
-            owner=user,
-            content=frame.content,
-            model_name=model_name(),
-            system_prompt=prefs.system_prompt,
-            options=prefs.options,
-            api_key=api_key,
+        conversation, user_turn, reply = await _start_conversation(
+            user, frame.content, api_key=api_key
         )
     except limits.RateLimited as exc:
         raise rate_limited(exc, frame) from None
@@ -141,6 +137,22 @@ async def send(
         frame, conversation, user_turn, reply, layer=layer, join=join, options=frame.options
     )
     return []
+
+
+@database_sync_to_async
+def _start_conversation(
+    user: Any, content: str, *, api_key: Any
+) -> tuple[Conversation, Message, Message]:
+    """The user's defaults and the new conversation in one trip to the database thread."""
+    prefs = selectors.preferences_for(user=user)
+    return services.conversation_start(
+        owner=user,
+        content=content,
+        model_name=model_name(),
+        system_prompt=prefs.system_prompt,
+        options=prefs.options,
+        api_key=api_key,
+    )
 
 
 async def regenerate(

@@ -12,6 +12,7 @@ shared stream state current, writes the database every couple of seconds and at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -174,8 +175,7 @@ async def _run_reply(job: Job, *, layer: Any) -> None:
 
 
 async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> None:
-    await streams.beat(job.message)
-    message, turns, conversation_options = await _load(job)
+    message, turns, conversation_options = await _load(job)  # the watcher beats from below
     if message is None:  # already ended (stopped while queued, or swept)
         return
     try:
@@ -241,6 +241,8 @@ class _ReplyState:
         self.stalled = False
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._ended = asyncio.Event()  # set by drain: a waiting flush goes out at once
+        self._saving: asyncio.Task[Any] | None = None  # the periodic save of the text so far
 
     def add(self, delta: str) -> None:
         self.pending += delta
@@ -250,8 +252,9 @@ class _ReplyState:
             self._timer = asyncio.create_task(self._flush_after(wait))
 
     async def _flush_after(self, wait: float) -> None:
-        if wait:
-            await asyncio.sleep(wait)
+        if wait and not self._ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), wait)
         await self.flush()
 
     async def flush(self) -> None:
@@ -271,16 +274,29 @@ class _ReplyState:
                     streams.delta_frame(self.job.conversation, self.job.message, offset, chunk),
                 )
             )
-            if time.monotonic() - self.last_db >= DB_FLUSH_INTERVAL:
+            if time.monotonic() - self.last_db >= DB_FLUSH_INTERVAL and (
+                self._saving is None or self._saving.done()
+            ):
+                # Off the delta path: in the embedded default every database call of the
+                # process shares one thread, and the next delta must not queue behind it.
                 self.last_db = time.monotonic()
-                await save(services.reply_flush, message_id=self.job.message, content=self.text)
+                self._saving = asyncio.create_task(
+                    save(services.reply_flush, message_id=self.job.message, content=self.text)
+                )
 
     async def drain(self) -> None:
         """Publish what is left. A flush in progress is awaited, never cancelled: cancelling
-        it between taking a chunk and publishing it would lose that chunk."""
+        it between taking a chunk and publishing it would lose that chunk. One still waiting
+        for its turn goes at once: the reply's last words do not wait out the interval."""
+        self._ended.set()
         if self._timer is not None:
             await self._timer
         await self.flush()
+        if self._saving is not None:  # before the final save (though it could not undo it:
+            try:  # it only touches a reply still streaming)
+                await self._saving
+            except Exception as exc:  # the final save writes the whole text anyway
+                logger.warning("reply %s: periodic save failed: %s", self.job.message, exc)
 
 
 async def _watch(

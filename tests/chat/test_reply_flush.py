@@ -1,0 +1,48 @@
+"""How a reply's deltas leave the worker: coalesced while it generates, at once at its end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from chat import replies, streams
+
+pytestmark = pytest.mark.asyncio
+
+
+class Layer:
+    """Records group messages with the time they were sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, dict[str, Any]]] = []
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        self.sent.append((time.monotonic(), message))
+
+
+def state() -> tuple[replies._ReplyState, Layer]:
+    layer = Layer()
+    job = replies.Job(conversation=str(uuid.uuid4()), message=str(uuid.uuid4()), options={})
+    return replies._ReplyState(job=job, layer=layer), layer
+
+
+async def test_deltas_are_coalesced_and_the_last_goes_out_at_once() -> None:
+    reply, layer = state()
+    reply.add("Hello")  # the first delta: at once
+    await asyncio.sleep(0.005)
+    for word in (",", " wide", " world"):  # within one interval: merged into one delta
+        reply.add(word)
+    while len(layer.sent) < 2:  # the merged delta went out one interval after the first
+        await asyncio.sleep(0.001)
+    reply.add("!")  # right after a flush: the next may only go one interval later...
+    reply.add(" Bye.")
+    await reply.drain()  # ...but the reply ended: what waits goes now
+    deltas = [m for _, m in layer.sent]
+    assert [d["delta"] for d in deltas] == ["Hello", ", wide world", "! Bye."]
+    assert [d["offset"] for d in deltas] == [0, 5, 17]
+    assert layer.sent[2][0] - layer.sent[1][0] < replies.FLUSH_INTERVAL
+    assert await streams.get_text(reply.job.message) == "Hello, wide world! Bye."
