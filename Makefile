@@ -8,7 +8,7 @@ PORT ?= 8000
 # DJANGO_DEBUG=0 with a real DJANGO_SECRET_KEY; see README).
 RUN_ENV := DJANGO_DEBUG=$${DJANGO_DEBUG:-1}
 
-.PHONY: run test install install-dev browser lint format migrate clean
+.PHONY: run test install install-dev browser lint format migrate clean audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ lint: install-dev
 format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Known vulnerabilities in the pinned requirements, from PyPI's advisory data (the same
+# database as OSV). --no-deps/--disable-pip: the files are fully pinned, so nothing is
+# resolved or installed (no torch download); --strict: a package that cannot be checked
+# fails the audit instead of passing unchecked. AUDIT_IGNORE="--ignore-vuln ID ..." with a
+# comment here saying why, only for advisories without a fixed release.
+AUDIT_IGNORE ?=
+audit: install-dev
+	$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+	  --vulnerability-service pypi $(AUDIT_IGNORE) \
+	  --requirement requirements.txt --requirement requirements-dev.txt
 
 test: install-dev browser
 	$(BIN)/ruff check .

@@ -5,23 +5,64 @@ Thin wrappers over django.contrib.auth so the pages share StellarChat's template
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
+from chat import throttle
+
 
 class LoginView(auth_views.LoginView):
+    """Django's log-in, throttled (``chat.throttle``): while a username or address has failed
+    too often, a POST answers 429 without checking the password, so even the right one waits."""
+
     template_name = "registration/login.html"
     redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        self.attempt = throttle.LoginAttempt.from_request(request)
+        wait = self.attempt.locked_for()
+        if wait:
+            return self.locked(wait)
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        self.attempt.succeeded()
+        return super().form_valid(form)
+
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
+        if form.has_error(NON_FIELD_ERRORS, "invalid_login"):
+            self.attempt.failed()
+        return super().form_invalid(form)
+
+    def locked(self, wait: int) -> HttpResponse:
+        minutes = math.ceil(wait / 60)
+        message = ngettext(
+            "Too many failed log-in attempts. For your account's safety, logging in is "
+            "paused; try again in %(count)d minute.",
+            "Too many failed log-in attempts. For your account's safety, logging in is "
+            "paused; try again in %(count)d minutes.",
+            minutes,
+        ) % {"count": minutes}
+        # A fresh form: nothing typed is echoed back.
+        context = self.get_context_data(form=self.get_form_class()(self.request))
+        response = self.render_to_response({**context, "locked_message": message}, status=429)
+        response["Retry-After"] = str(wait)
+        return response
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):

@@ -48,15 +48,20 @@ _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MovingWindowRate
 )
 
 
+def shared_redis_url() -> str | None:
+    """The same Redis as the channel layer (and cache), however settings name it; None when
+    embedded (limits then live in process memory)."""
+    host = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts", [None])[0]
+    return host.get("address") if isinstance(host, dict) else host
+
+
 def _limiter() -> MovingWindowRateLimiter:
     """One limiter per event loop: redis-py's asyncio connections belong to the loop that
     opened them."""
     loop = asyncio.get_running_loop()
     limiter = _limiters.get(loop)
     if limiter is None:
-        # The same Redis as the channel layer (and cache), however settings name it.
-        host = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts", [None])[0]
-        redis_url = host.get("address") if isinstance(host, dict) else host
+        redis_url = shared_redis_url()
         if redis_url:
             storage = storage_from_string(
                 f"async+{redis_url}", implementation="redispy", key_prefix="stellarchat-limits"

@@ -240,6 +240,9 @@ class Config:
     tokens_per_day: int
     max_batch: int
     torch_threads: int
+    login_failure_limit: int
+    login_lockout_minutes: int
+    trusted_proxies: int
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -337,6 +340,9 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         tokens_per_day=env_int(env, "STELLARCHAT_TOKENS_PER_DAY", 0),
         max_batch=env_int(env, "STELLARCHAT_MAX_BATCH", 32, minimum=1),
         torch_threads=env_int(env, "STELLARCHAT_TORCH_THREADS", 0),
+        login_failure_limit=env_int(env, "STELLARCHAT_LOGIN_FAILURE_LIMIT", 5),
+        login_lockout_minutes=env_int(env, "STELLARCHAT_LOGIN_LOCKOUT_MINUTES", 15, minimum=1),
+        trusted_proxies=env_int(env, "STELLARCHAT_TRUSTED_PROXIES", 0),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

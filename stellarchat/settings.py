@@ -183,6 +183,12 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Failed log-ins per username (and 4x that per client address) before the login page answers
+# 429 for a while (chat/throttle.py); 0 = off. The client address is REMOTE_ADDR unless
+# STELLARCHAT_TRUSTED_PROXIES says how many proxies in front append to X-Forwarded-For.
+STELLARCHAT_LOGIN_FAILURE_LIMIT = CONFIG.login_failure_limit
+STELLARCHAT_LOGIN_LOCKOUT_MINUTES = CONFIG.login_lockout_minutes
+STELLARCHAT_TRUSTED_PROXIES = CONFIG.trusted_proxies
 
 LOGGING = {
     "version": 1,

@@ -68,3 +68,12 @@ async def fresh_layer(settings: Any) -> Any:
     await get_channel_layer().flush()
     yield
     await get_channel_layer().flush()
+
+
+@pytest.fixture(autouse=True)
+def _forget_failed_logins() -> None:
+    """Log-in throttling counts failures per client address in process memory: every test
+    starts with none, whatever earlier tests posted (tests all come from 127.0.0.1)."""
+    from chat import throttle
+
+    throttle.reset()
