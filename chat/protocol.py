@@ -37,6 +37,9 @@ class ProtocolError(Exception):
         retry_after: int | None = None,
     ) -> None:
         assert code in ERROR_CODES, code
+        # Details may quote the client (an option's name): a lone surrogate there would make
+        # the error frame itself unsendable as UTF-8, so such characters are shown escaped.
+        detail = detail.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(detail)
         self.code = code
         self.detail = detail

@@ -68,6 +68,15 @@ def _integer(name: str, value: Any) -> int:
     return value
 
 
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is text a model can produce: encodable (no lone surrogate), no NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
 def parse_options(
     data: Mapping[str, Any] | None,
     *,
@@ -115,6 +124,9 @@ def parse_options(
             raise OptionError("stop", f"at most {MAX_STOP_STRINGS} stop strings")
         if any(not s or len(s) > MAX_STOP_CHARS for s in stop):
             raise OptionError("stop", f"each stop string must be 1 to {MAX_STOP_CHARS} characters")
+        if any(not _is_text(s) for s in stop):
+            # No decoded text holds either, and a lone surrogate cannot even cross Redis.
+            raise OptionError("stop", "stop strings must be valid Unicode without NUL characters")
         values["stop"] = tuple(dict.fromkeys(stop))
     if data.get("seed") is not None:
         seed = _integer("seed", data["seed"])

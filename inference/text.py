@@ -1,10 +1,11 @@
 """Token ids in, exact text deltas out.
 
 The deltas of a reply, joined, must equal ``tokenizer.decode(all_ids, skip_special_tokens=True)``
-byte for byte — including multi-byte characters (CJK, emoji) that a byte-level tokenizer spreads
-over several tokens. We decode a short window of recent tokens (the prefix/read-offset scheme
-text-generation-inference uses), emit only text that has stopped changing, hold back a trailing
-U+FFFD (an incomplete UTF-8 sequence), and reconcile against the full decode at the end.
+byte for byte (a NUL shown as U+FFFD) — including multi-byte characters (CJK, emoji) that a
+byte-level tokenizer spreads over several tokens. We decode a short window of recent tokens
+(the prefix/read-offset scheme text-generation-inference uses), emit only text that has stopped
+changing, hold back a trailing U+FFFD (an incomplete UTF-8 sequence), and reconcile against the
+full decode at the end.
 
 Stop strings are handled on text, not tokens: text that might be the start of a stop string is
 held back until it either completes the stop (the reply ends before it) or cannot any more.
@@ -53,7 +54,9 @@ class TextAssembler:
 
     def _release(self, text: str) -> str:
         """Apply stop strings to newly decoded text; return what may be shown now."""
-        self.pending += text
+        # A decoded NUL could never be saved (PostgreSQL refuses it in text): one U+FFFD for
+        # one NUL, so the offsets of the streamed deltas and the saved text still agree.
+        self.pending += text.replace("\x00", REPLACEMENT)
         if not self.stop:
             out, self.pending = self.pending, ""
             self.emitted += out

@@ -59,7 +59,8 @@ def test_random_token_sequences_round_trip(tokenizer: Any) -> None:
     for _ in range(300):
         ids = [rng.randrange(vocab) for _ in range(rng.randrange(1, 40))]
         deltas, _ = run(tokenizer, ids)
-        assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)
+        full = tokenizer.decode(ids, skip_special_tokens=True)
+        assert "".join(deltas) == full.replace("\x00", "\ufffd")  # NUL is never released
 
 
 def test_special_tokens_are_not_shown(tokenizer: Any) -> None:
