@@ -1,0 +1,50 @@
+"""The embedded default's channel layer: channels' in-memory layer without its per-message
+sweep of every channel and group.
+
+channels' ``InMemoryChannelLayer`` walks every channel queue and every group membership on each
+``send``-to-group and ``receive`` to drop expired ones, and ``group_send`` starts one task per
+member. Every socket stays in the group of each conversation it opened, so that walk grows
+with use, and a streaming reply group-sends about 33 deltas a second: at 16 conversations at
+once the sweep alone took a quarter of the web process's event loop (py-spy, bench/
+concurrency.py), the loop was at 100% CPU and starved the inference thread of the GIL. Here
+the sweep runs at most once a second (expiry is a minute for messages and a day for group
+memberships, so a second late changes nothing), and ``group_send`` sends in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from channels import layers
+from channels.exceptions import ChannelFull
+
+
+class InMemoryChannelLayer(layers.InMemoryChannelLayer):
+    CLEAN_INTERVAL = 1.0  # seconds between sweeps for expired messages and memberships
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cleaned = 0.0
+
+    def _clean_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._cleaned < self.CLEAN_INTERVAL:
+            return
+        self._cleaned = now
+        super()._clean_expired()
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """As channels' own (a full member channel misses the message; the others get it), one
+        member after the other: ``send`` never waits, so tasks would only add overhead."""
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        for channel in list(self.groups.get(group, ())):
+            with contextlib.suppress(ChannelFull):
+                await self.send(channel, message)
+
+    async def flush(self) -> None:
+        await super().flush()
+        self._cleaned = 0.0

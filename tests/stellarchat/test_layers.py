@@ -1,0 +1,66 @@
+"""The embedded channel layer: channels' in-memory semantics, without a sweep per message."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from channels.layers import InMemoryChannelLayer as ChannelsLayer
+
+from stellarchat.layers import InMemoryChannelLayer
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_group_send_reaches_every_member_and_skips_a_full_one() -> None:
+    layer = InMemoryChannelLayer(capacity=2)
+    a, b = await layer.new_channel(), await layer.new_channel()
+    for channel in (a, b):
+        await layer.group_add("room", channel)
+    await layer.send(b, {"type": "x"})
+    await layer.send(b, {"type": "x"})  # b is full now
+    await layer.group_send("room", {"type": "hello", "n": 1})
+    assert await layer.receive(a) == {"type": "hello", "n": 1}
+    assert [await layer.receive(b) for _ in range(2)] == [{"type": "x"}] * 2
+    message = {"type": "hello", "nested": {"k": 1}}
+    await layer.group_send("room", message)
+    got = await layer.receive(a)
+    got["nested"]["k"] = 2  # each member gets its own copy
+    assert (await layer.receive(b))["nested"]["k"] == 1
+    await layer.group_send("nobody", {"type": "x"})  # no such group: nothing happens
+
+
+async def test_expired_messages_and_memberships_still_go(monkeypatch: Any) -> None:
+    layer = InMemoryChannelLayer(expiry=60, group_expiry=100)
+    a, b = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("room", a)
+    await layer.send(b, {"type": "old"})
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    layer._cleaned = 0.0  # a second has passed since the last sweep
+    await layer.group_send("room", {"type": "x"})
+    assert "room" not in layer.groups or a not in layer.groups["room"]  # membership expired
+    assert b not in layer.channels  # its expired message was dropped
+
+
+async def test_a_burst_of_group_sends_sweeps_at_most_once_a_second(monkeypatch: Any) -> None:
+    """channels' own sweeps every channel and membership on every group_send: with a socket
+    in hundreds of conversation groups, that walk dominated the event loop."""
+    sweeps = 0
+    real = ChannelsLayer._clean_expired
+
+    def counting(self: Any) -> None:
+        nonlocal sweeps
+        sweeps += 1
+        real(self)
+
+    monkeypatch.setattr(ChannelsLayer, "_clean_expired", counting)
+    layer = InMemoryChannelLayer(capacity=10_000)
+    channel = await layer.new_channel()
+    for i in range(300):
+        await layer.group_add(f"conversation.{i}", channel)
+    for i in range(1000):
+        await layer.group_send(f"conversation.{i % 300}", {"type": "delta", "i": i})
+    assert sweeps <= 2
+    assert (await layer.receive(channel))["i"] == 0
