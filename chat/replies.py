@@ -37,7 +37,9 @@ from stellarchat import logs, metrics
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-FLUSH_INTERVAL = 0.03  # seconds between coalesced deltas (the first goes out at once)
+FLUSH_INTERVAL = 0.03  # seconds between coalesced deltas (the first goes out at once)...
+FLUSH_SHARE = 8  # ...while at most this many replies stream from this process; beyond, it
+MAX_FLUSH_INTERVAL = 0.1  # grows in proportion (16 replies: 60 ms), up to this
 DB_FLUSH_INTERVAL = 2.0  # seconds between saves of the text so far
 WATCH_INTERVAL = 0.1  # how often a running reply checks for stop requests
 STATUS_FOR = {
@@ -200,8 +202,10 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
     stall = max(
         float(settings.STELLARCHAT_STREAM_TIMEOUT), float(getattr(backend, "stall_timeout", 0))
     )
+    global _streaming
     watcher = asyncio.create_task(_watch(job, cancel, started, state, stall=stall))
     result: Result | None = None
+    _streaming += 1
     try:
         async for item in runner.astream(backend, turns, options, cancel, on_start=on_start):
             if isinstance(item, Result):
@@ -209,6 +213,7 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
             else:
                 state.add(item)
     finally:
+        _streaming -= 1
         watcher.cancel()
         tracker.done()
     await state.drain()
@@ -227,8 +232,20 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
     await finish(job, layer=layer, text=state.text, result=result)
 
 
+_streaming = 0  # replies this process is generating now
+
+
+def flush_interval() -> float:
+    """Seconds between a reply's deltas. Every delta costs the event loop the same (a group
+    send, a WebSocket frame) whatever its size, and with many replies at once that work starves
+    generation (one process, one GIL): 16 replies at 33 deltas/s kept the embedded process's
+    loop at 100% of a core. So busy processes send fewer, larger deltas: the same text, in
+    3 or so tokens a frame instead of 1, still many frames a second."""
+    return min(MAX_FLUSH_INTERVAL, FLUSH_INTERVAL * max(1.0, _streaming / FLUSH_SHARE))
+
+
 class _ReplyState:
-    """Coalesces deltas: the first goes out at once, then at most one every FLUSH_INTERVAL."""
+    """Coalesces deltas: the first goes out at once, then at most one every flush_interval()."""
 
     def __init__(self, *, job: Job, layer: Any) -> None:
         self.job = job
@@ -248,7 +265,7 @@ class _ReplyState:
         self.pending += delta
         self.last_progress = time.monotonic()
         if self._timer is None or self._timer.done():
-            wait = max(0.0, self.last_flush + FLUSH_INTERVAL - time.monotonic())
+            wait = max(0.0, self.last_flush + flush_interval() - time.monotonic())
             self._timer = asyncio.create_task(self._flush_after(wait))
 
     async def _flush_after(self, wait: float) -> None:
@@ -412,10 +429,18 @@ async def sweep(layer: Any, *, now: float | None = None) -> int:
             continue
         text = await streams.get_text(row["id"])
         job = Job(conversation=str(row["conversation_id"]), message=str(row["id"]), options={})
+        # Never taken by a worker: the workers are too busy (or there is none); taken, then
+        # silent: its worker died or hung. Either way the person is told which, and can retry.
+        started = text is not None or bool(row["content"]) or await streams.claimed(row["id"])
         result = Result(
             finish_reason="error",
             error_code="inference_unavailable",
-            error="the inference worker stopped answering; the reply so far is kept",
+            error=(
+                "the inference worker stopped answering; the reply so far is kept"
+                if started
+                else f"no inference worker took this reply within {timeout:g} s (the server is "
+                "busy or no worker is running); please try again"
+            ),
         )
         await finish(
             job, layer=layer, text=text if text is not None else row["content"], result=result
