@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
+from django.conf import settings
 
 from chat import limits, replies, selectors, services, streams
 from chat.models import Conversation, Message
@@ -260,8 +262,17 @@ async def stop(
 
 
 async def _stop_fallback(layer: Any, conversation_id: Any, message_id: Any) -> None:
-    """A reply still queued behind a dead or busy worker must stop within a second, too."""
-    await asyncio.sleep(STOP_GRACE)
+    """A reply still queued behind a busy worker, or whose worker went silent, must stop within
+    a couple of seconds too. One that a live worker is generating is left to that worker (it
+    polls for stop requests as it beats): ending it from here while it still publishes would
+    show people text that is not saved."""
+    deadline = time.monotonic() + settings.STELLARCHAT_STREAM_TIMEOUT  # then end it anyway
+    while True:
+        await asyncio.sleep(STOP_GRACE)
+        beat = await streams.last_beat(message_id)  # gone once its worker ended it
+        alive = beat is not None and time.time() - beat <= STOP_GRACE + 1.0
+        if not alive or time.monotonic() > deadline or not await streams.claimed(message_id):
+            break
     text = await streams.get_text(message_id)
     if text is None:
         text = (

@@ -79,6 +79,11 @@ async def claim(message_id: uuid.UUID | str) -> bool:
     return bool(await _cache("add", _key("claim", message_id), True, STATE_TTL))
 
 
+async def claimed(message_id: uuid.UUID | str) -> bool:
+    """Whether a worker has taken the reply's job (False: still queued, or lost with Redis)."""
+    return bool(await _cache("get", _key("claim", message_id)))
+
+
 async def request_cancel(message_id: uuid.UUID | str) -> None:
     await _cache("set", _key("cancel", message_id), True, STATE_TTL)
 

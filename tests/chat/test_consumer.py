@@ -552,3 +552,61 @@ async def test_a_socket_that_lost_deltas_still_gets_every_part_exactly_once() ->
     ]
     assert "length" not in frames[-1]  # internal, not part of the protocol
     await sock.close()
+
+
+async def test_sweeper_tells_a_reply_no_worker_took_from_one_whose_worker_died(
+    settings: Any,
+) -> None:
+    """Queued too long (every worker busy, or none running) is not "the worker stopped
+    answering": the person is told the server is busy and to try again."""
+    from chat import replies, services, streams
+
+    settings.STELLARCHAT_STREAM_TIMEOUT = 1
+    user = await make_user("rq")
+    conv = await database_sync_to_async(factories.make_conversation)(user)
+    watcher = await connect(user)
+    await watcher.send({"type": "chat.subscribe", "conversation": str(conv.pk)})
+    await watcher.recv()
+    _, queued = await database_sync_to_async(services.reply_request)(conversation=conv, content="a")
+    assert not await streams.claimed(queued.pk)
+    first_seen = queued.created_at.timestamp() + 5  # no heartbeat: the clock starts here
+    assert await replies.sweep(get_channel_layer(), now=first_seen) == 0
+    assert await replies.sweep(get_channel_layer(), now=first_seen + 2) == 1
+    error = only(await watcher.until("stream.end"), "error")
+    assert error["code"] == "inference_unavailable"
+    assert "no inference worker took this reply" in error["detail"]
+    _, taken = await database_sync_to_async(services.reply_request)(conversation=conv, content="b")
+    assert await streams.claim(taken.pk)  # a worker took it, then died before any text
+    assert await replies.sweep(get_channel_layer(), now=first_seen) == 0
+    assert await replies.sweep(get_channel_layer(), now=first_seen + 2) == 1
+    error = only(await watcher.until("stream.end"), "error")
+    assert "stopped answering" in error["detail"]
+    await watcher.close()
+
+
+async def test_stop_leaves_a_live_workers_reply_to_that_worker(monkeypatch: Any) -> None:
+    """The web side ends a stopped reply itself only when no live worker is generating it
+    (queued, or its worker went silent): ending it under a live worker that still publishes
+    showed people text that was never saved."""
+    from chat import actions, services, streams
+
+    monkeypatch.setattr(actions, "STOP_GRACE", 0.2)
+    user = await make_user("sl")
+    conv = await database_sync_to_async(factories.make_conversation)(user)
+    _, reply = await database_sync_to_async(services.reply_request)(conversation=conv, content="x")
+    await streams.claim(reply.pk)
+    layer = get_channel_layer()
+    fallback = asyncio.create_task(actions._stop_fallback(layer, conv.pk, reply.pk))
+    for _ in range(6):  # a live worker beats while it winds down: the fallback waits
+        await streams.beat(reply.pk)
+        await asyncio.sleep(0.1)
+    assert not fallback.done()
+    assert (await messages_of(str(conv.pk)))[-1].status == "streaming"
+    await streams.set_text(reply.pk, "so far")  # then the worker goes silent
+    await asyncio.wait_for(fallback, timeout=5)
+    row = (await messages_of(str(conv.pk)))[-1]
+    assert (row.status, row.content) == ("cancelled", "so far")
+
+    _, queued = await database_sync_to_async(services.reply_request)(conversation=conv, content="y")
+    await asyncio.wait_for(actions._stop_fallback(layer, conv.pk, queued.pk), timeout=1.0)
+    assert (await messages_of(str(conv.pk)))[-1].status == "cancelled"  # nobody took it: at once
