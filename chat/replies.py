@@ -219,7 +219,14 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
     await state.drain()
     if result is None:  # pragma: no cover - the runner always ends with a Result
         result = Result(finish_reason="error", error_code="internal", error="no result")
-    if state.stalled:
+    if state.shed:
+        result = Result(
+            finish_reason="error",
+            error_code="inference_unavailable",
+            error=f"the server is busy: this reply waited {stall:g} s for the model without "
+            "starting; please try again in a moment",
+        )
+    elif state.stalled:
         result = Result(
             finish_reason="error",
             prompt_tokens=result.prompt_tokens,
@@ -256,6 +263,7 @@ class _ReplyState:
         self.last_db = time.monotonic()
         self.last_progress = time.monotonic()
         self.stalled = False
+        self.shed = False  # waited too long for a place in the batch: ended as busy
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._ended = asyncio.Event()  # set by drain: a waiting flush goes out at once
@@ -324,9 +332,13 @@ async def _watch(
     *,
     stall: float,
 ) -> None:
-    """Heartbeat, stop requests and stall detection for one reply, off the token path."""
+    """Heartbeat, stop requests and stall detection for one reply, off the token path. A
+    reply that waits for a free place in the batch longer than the stall timeout ends too
+    (``state.shed``): under overload a bounded wait and a clear "busy" beat a queue that only
+    grows, where everyone waits minutes."""
     timeout = stall
     last_beat = 0.0
+    queued_since = time.monotonic()
     while not cancel.is_set():
         now = time.monotonic()
         if now - last_beat >= 1.0:
@@ -336,7 +348,12 @@ async def _watch(
             cancel.set()
             return
         if not started.is_set():
-            state.last_progress = now  # queued behind another reply: not stalled
+            state.last_progress = now  # queued behind other replies: not stalled...
+            if now - queued_since > timeout:  # ...but not forever
+                logger.warning("reply %s queued for %s s; the server is busy", job.message, timeout)
+                state.shed = True
+                cancel.set()
+                return
         elif now - state.last_progress > timeout:
             logger.warning("reply %s stalled for %s s; ending it", job.message, timeout)
             state.stalled = True

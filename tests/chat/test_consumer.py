@@ -610,3 +610,31 @@ async def test_stop_leaves_a_live_workers_reply_to_that_worker(monkeypatch: Any)
     _, queued = await database_sync_to_async(services.reply_request)(conversation=conv, content="y")
     await asyncio.wait_for(actions._stop_fallback(layer, conv.pk, queued.pk), timeout=1.0)
     assert (await messages_of(str(conv.pk)))[-1].status == "cancelled"  # nobody took it: at once
+
+
+async def test_a_reply_queued_past_the_timeout_ends_as_busy_and_loses_nothing(
+    settings: Any,
+) -> None:
+    """Overload: the model is busy with someone else's long reply (the test backend runs one
+    at a time), so a new reply waits for a place. Past the stall timeout it ends with a clear
+    "busy" error instead of waiting on; the user's turn is kept, and the long reply is unharmed."""
+    settings.STELLARCHAT_STREAM_TIMEOUT = 1
+    busy, waiting = await connect(await make_user("ov")), await connect(await make_user("ow"))
+    await busy.send(
+        {"type": "chat.send", "conversation": None, "content": "[[slow 40]] [[long 60]]"}
+    )
+    head = await busy.until("stream.delta")
+    await waiting.send({"type": "chat.send", "conversation": None, "content": "hello?"})
+    frames = await waiting.until("stream.end", timeout=10)
+    error = only(frames, "error")
+    assert error["code"] == "inference_unavailable" and "busy" in error["detail"]
+    rows = await messages_of(frames[0]["conversation"])
+    assert [(m.role, m.status, m.content) for m in rows] == [
+        ("user", "complete", "hello?"),
+        ("assistant", "failed", ""),
+    ]
+    long_reply = head + await busy.until("stream.end", timeout=20)
+    assert long_reply[-1]["finish_reason"] == "stop"
+    assert len(reply_text(long_reply).split()) >= 50
+    await busy.close()
+    await waiting.close()
