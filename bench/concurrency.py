@@ -1,26 +1,36 @@
 """B3 concurrency: aggregate tokens/s with 16 conversations at once / one conversation alone.
 
-    .venv/bin/python bench/concurrency.py [--repeats 3] [--compare-unbatched] [--quick]
+    .venv/bin/python bench/concurrency.py [--repeats 3] [--compare-unbatched] [--baseline DIR]
+                                          [--burst] [--quick]
 
 Measures through the real stack as a user sees it: one daphne process in the embedded
 topology (DJANGO_DEBUG=1, a throwaway STELLARCHAT_DATA_DIR, the transformers backend with the
-bundled model, per-user limits off), N WebSocket clients (one user each, signed up over HTTP)
-each sending one ``chat.send`` at the same moment (distinct prompts, temperature 0.8, top-p
-0.95, 128 new tokens at most, a seed per client). Per stream: send time, first delta,
-stream.end and ``usage.completion_tokens``.
+bundled model, per-user limits off) and N WebSocket clients (one user each, signed up over
+HTTP), every message a new conversation (distinct prompts, temperature 0.8, top-p 0.95, 128 new
+tokens at most, a seed per client and message).
 
-- aggregate tokens/s = sum of completion tokens / (last stream.end - first send);
-- per-stream decode tokens/s = (completion tokens - 1) / (stream.end - first delta).
+Two shapes of "N conversations at once":
+
+- sustained (default): each client sends its next message as soon as its reply ends, for
+  ``--seconds`` (default 6) after a 1 s warm-up, so N conversations generate at once the whole
+  time, as on a busy server. Aggregate tokens/s = tokens generated inside the measured window /
+  its length (each reply's tokens spread evenly between its first delta and its end);
+- burst (``--burst``, the first version of this benchmark): each client sends ONE message at
+  the same moment; aggregate = all tokens / (last stream.end - first send). The batch shrinks as
+  replies end, so this mostly measures the longest reply of the lot (the model's stopping).
+
+Per-reply decode tokens/s = (completion tokens - 1) / (stream.end - first delta); "slowest" is
+the slowest reply of all repetitions.
 
 Every level (1, 2, 4, 8, 16, 32 conversations) runs ``--repeats`` times, levels interleaved
 across repetitions so machine noise spreads evenly; the aggregate is the median over
-repetitions, per-stream figures pool every stream of every repetition (the slowest is the
-slowest of all). ``--compare-unbatched`` starts a second server with STELLARCHAT_MAX_BATCH=1 and
-runs the same sweep on it in the same run, each (repetition, level) right after the batched
-one, and prints aggregate batched / unbatched per level. Goal (N=16): aggregate >= 6x one
-conversation alone, slowest stream >= half the median stream. Draws aggregate and per-stream
-tokens/s against concurrency to data/bench/concurrency.png. Client and server share the
-machine's cores, as they do on a developer's laptop.
+repetitions. ``--compare-unbatched`` starts a second server with STELLARCHAT_MAX_BATCH=1,
+``--baseline DIR`` one from another checkout of the project (e.g. ``git worktree add
+/tmp/before <commit>``: "before" and "after" side by side); each runs the same sweep in the same
+run, each (repetition, level) right after the first server's, and the ratios per level are
+printed. Goal (N=16): aggregate >= 6x one conversation alone, slowest reply >= half the median.
+Draws aggregate and per-reply tokens/s against concurrency to data/bench/concurrency.png. Client
+and server share the machine's cores, as they do on a developer's laptop.
 
 Other work on the machine shows up as repetitions far apart (the "min-max" column); the verdict
 then says INCONCLUSIVE. ``--omp-threads 1`` starts the servers with OMP_NUM_THREADS=1 (torch's
@@ -74,18 +84,34 @@ class Stream:
             return None
         return (self.tokens - 1) / (self.end - self.first)
 
+    def tokens_within(self, start: float, stop: float) -> float:
+        """Tokens generated in [start, stop]: the first at the first delta, the rest spread
+        evenly until the end."""
+        if self.first is None or self.end is None or self.tokens < 1:
+            return 0.0
+        count = 1.0 if start <= self.first <= stop else 0.0
+        if self.tokens > 1 and self.end > self.first:
+            overlap = min(stop, self.end) - max(start, self.first)
+            count += (self.tokens - 1) * max(0.0, overlap) / (self.end - self.first)
+        return count
+
 
 @dataclass
 class Run:
     streams: list[Stream]
+    window: tuple[float, float] | None = None  # sustained: the measured window
 
     @property
     def wall(self) -> float:
+        if self.window is not None:
+            return self.window[1] - self.window[0]
         ends = [s.end for s in self.streams if s.end is not None]
         return max(ends) - min(s.sent for s in self.streams)
 
     @property
     def aggregate(self) -> float:
+        if self.window is not None:
+            return sum(s.tokens_within(*self.window) for s in self.streams) / self.wall
         return sum(s.tokens for s in self.streams) / self.wall
 
 
@@ -126,7 +152,12 @@ class Server:
     """One daphne (embedded topology) and one open socket per signed-up user."""
 
     def __init__(
-        self, label: str, max_batch: int, stack: ExitStack, omp_threads: int | None
+        self,
+        label: str,
+        max_batch: int,
+        stack: ExitStack,
+        omp_threads: int | None,
+        root: Path = ROOT,
     ) -> None:
         self.label = label
         data = tempfile.mkdtemp(prefix=f"stellarchat-bench-{label}-")
@@ -143,7 +174,7 @@ class Server:
         if omp_threads:  # torch's intra-op threads (unset: torch's default, one per core)
             env["OMP_NUM_THREADS"] = str(omp_threads)
             env["STELLARCHAT_TORCH_THREADS"] = str(omp_threads)
-        self.server = stack.enter_context(livedaphne.daphne(env))
+        self.server = stack.enter_context(livedaphne.daphne(env, root=root))
         self.url = self.server.url
         self.cookies: list[str] = []
         self.sockets: list[LiveSocket] = []
@@ -161,9 +192,8 @@ class Server:
             await ws.close()
 
 
-async def one_stream(
-    ws: LiveSocket, barrier: asyncio.Barrier, client: int, max_new_tokens: int, seed: int
-) -> Stream:
+async def one_reply(ws: LiveSocket, client: int, max_new_tokens: int, seed: int) -> Stream:
+    """Send one message (a new conversation) and follow its reply to the end."""
     frame = {
         "type": "chat.send",
         "conversation": None,
@@ -172,10 +202,9 @@ async def one_stream(
             "temperature": 0.8,
             "top_p": 0.95,
             "max_new_tokens": max_new_tokens,
-            "seed": seed + client,
+            "seed": seed,
         },
     }
-    await barrier.wait()
     stream = Stream(sent=time.perf_counter())
     await ws.send(frame)
     started = False
@@ -200,13 +229,31 @@ async def one_stream(
         # conversation.created, message.saved, conversation.updated (a late title): ignored
 
 
-async def run_level(server: Server, n: int, max_new_tokens: int, seed: int) -> Run:
+async def run_level(
+    server: Server, n: int, max_new_tokens: int, seed: int, seconds: float | None
+) -> Run:
+    """N clients at once: one message each (burst, ``seconds`` None), or messages back to
+    back for a 1 s warm-up plus ``seconds`` (sustained)."""
     barrier = asyncio.Barrier(n)
-    streams = await asyncio.gather(
-        *(one_stream(server.sockets[i], barrier, i, max_new_tokens, seed) for i in range(n))
-    )
+    window: tuple[float, float] | None = None
+
+    async def client(i: int) -> list[Stream]:
+        await barrier.wait()
+        if seconds is None:
+            return [await one_reply(server.sockets[i], i, max_new_tokens, seed + i)]
+        got: list[Stream] = []
+        while time.perf_counter() < window[1]:  # type: ignore[index]
+            got.append(
+                await one_reply(server.sockets[i], i, max_new_tokens, seed + 97 * len(got) + i)
+            )
+        return got
+
+    if seconds is not None:
+        begin = time.perf_counter() + 1.0  # warm-up: every client has its first reply going
+        window = (begin, begin + seconds)
+    per_client = await asyncio.gather(*(client(i) for i in range(n)))
     await asyncio.sleep(0.5)  # let the last titles and saves settle before the next level
-    return Run(list(streams))
+    return Run([s for streams in per_client for s in streams], window)
 
 
 def fmt_rate(value: float | None) -> str:
@@ -241,7 +288,7 @@ def report(label: str, levels: list[Level]) -> float | None:
     return base
 
 
-def verdict(levels: list[Level], base: float | None) -> None:
+def verdict(levels: list[Level], base: float | None, label: str = "") -> None:
     at16 = next((level for level in levels if level.n == 16), None)
     if at16 is None or base is None:
         print("B3 verdict: needs levels 1 and 16")
@@ -257,7 +304,8 @@ def verdict(levels: list[Level], base: float | None) -> None:
             "more than 1.5x); the figures it would give:"
         )
     print(
-        f"B3 verdict (N=16): aggregate {ratio:.2f}x one alone (goal >= {GOAL_RATIO:g}x): "
+        f"B3 verdict{f' ({label})' if label else ''} (N=16): aggregate {ratio:.2f}x one alone "
+        f"(goal >= {GOAL_RATIO:g}x): "
         f"{'met' if ratio >= GOAL_RATIO else 'NOT met'}; slowest stream {slow:.1f} tok/s vs "
         f"median {p50:.1f} ({slow / p50:.2f}, goal >= 0.5): {'met' if fair else 'NOT met'}"
     )
@@ -321,18 +369,23 @@ def plot(batched: list[Level], unbatched: list[Level] | None, title: str) -> Non
 
 
 async def sweep(
-    servers: list[Server], levels: list[int], repeats: int, max_new_tokens: int, seed: int
+    servers: list[Server],
+    levels: list[int],
+    repeats: int,
+    max_new_tokens: int,
+    seed: int,
+    seconds: float | None,
 ) -> list[list[Level]]:
     results = [[Level(n, []) for n in levels] for _ in servers]
     for server in servers:
         await server.connect()
-        warm = await run_level(server, 1, max_new_tokens, seed)  # loads the model; thrown away
+        warm = await run_level(server, 1, max_new_tokens, seed, None)  # loads the model
         if warm.streams[0].error:
             raise SystemExit(f"{server.label}: warm-up reply failed: {warm.streams[0].error}")
     for rep in range(repeats):
         for i, n in enumerate(levels):
             for s, server in enumerate(servers):
-                run = await run_level(server, n, max_new_tokens, seed)
+                run = await run_level(server, n, max_new_tokens, seed, seconds)
                 results[s][i].runs.append(run)
                 print(
                     f"  rep {rep + 1}/{repeats} N={n:<2} {server.label:<9} "
@@ -363,6 +416,16 @@ def main() -> None:
         default=None,
         help="OMP_NUM_THREADS for the servers (default: unset, as `make run` starts it)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout of the project to run side by side (before/after)",
+    )
+    parser.add_argument(
+        "--burst", action="store_true", help="one message per client instead of sustained"
+    )
+    parser.add_argument("--seconds", type=float, default=6.0, help="sustained: measured window")
     parser.add_argument("--quick", action="store_true", help="one repetition of levels 1,4,16")
     args = parser.parse_args()
     if args.quick:
@@ -372,8 +435,10 @@ def main() -> None:
 
     load_start = os.getloadavg()
     started = time.monotonic()
+    seconds = None if args.burst else args.seconds
+    shape = "burst (one message each)" if args.burst else f"sustained ({args.seconds:g} s window)"
     print(
-        f"B3 concurrency: levels {levels}, {args.repeats} repetitions, max_new_tokens "
+        f"B3 concurrency, {shape}: levels {levels}, {args.repeats} repetitions, max_new_tokens "
         f"{args.max_new_tokens}, STELLARCHAT_MAX_BATCH={args.max_batch}"
         f"{' vs 1' if args.compare_unbatched else ''}, {os.cpu_count()} CPUs, OMP_NUM_THREADS="
         f"{args.omp_threads or 'unset'}"
@@ -383,18 +448,37 @@ def main() -> None:
         servers = [Server("batched", args.max_batch, stack, args.omp_threads)]
         if args.compare_unbatched:
             servers.append(Server("unbatched", 1, stack, args.omp_threads))
+        if args.baseline:
+            base_root = args.baseline.resolve()
+            servers.append(
+                Server("baseline", args.max_batch, stack, args.omp_threads, root=base_root)
+            )
         for server in servers:
             server.sign_up(max(levels))
         print(f"servers up, {max(levels)} users each ({time.monotonic() - started:.0f} s)")
-        results = asyncio.run(sweep(servers, levels, args.repeats, args.max_new_tokens, args.seed))
+        results = asyncio.run(
+            sweep(servers, levels, args.repeats, args.max_new_tokens, args.seed, seconds)
+        )
     batched = results[0]
-    unbatched = results[1] if args.compare_unbatched else None
-    base = report(f"batched (STELLARCHAT_MAX_BATCH={args.max_batch})", batched)
+    by_label = {server.label: result for server, result in zip(servers, results, strict=True)}
+    unbatched = by_label.get("unbatched")
+    base = report(f"this checkout (STELLARCHAT_MAX_BATCH={args.max_batch})", batched)
     if unbatched:
         report("unbatched (STELLARCHAT_MAX_BATCH=1)", unbatched)
         print("\ngain of batching, aggregate batched / unbatched:")
         for b, u in zip(batched, unbatched, strict=True):
             print(f"  N={b.n:<3} {b.aggregate / u.aggregate:5.2f}x")
+    if "baseline" in by_label:
+        before = by_label["baseline"]
+        before_base = report(f"baseline {args.baseline}", before)
+        print("\nthis checkout / baseline, aggregate per level (x N=1 ratio: after vs before):")
+        for a, b in zip(batched, before, strict=True):
+            line = f"  N={a.n:<3} {a.aggregate / b.aggregate:5.2f}x"
+            if base and before_base:
+                line += f"   {a.aggregate / base:5.2f}x vs {b.aggregate / before_base:5.2f}x"
+            print(line)
+        print()
+        verdict(before, before_base, label="baseline")
     print()
     verdict(batched, base)
     noisy = sorted({lv.n for result in results for lv in result if lv.noisy})
@@ -410,7 +494,8 @@ def main() -> None:
     plot(
         batched,
         unbatched,
-        f"B3: bundled model, embedded daphne, {os.cpu_count()} CPUs"
+        f"B3 {'burst' if args.burst else 'sustained'}: bundled model, embedded daphne, "
+        f"{os.cpu_count()} CPUs"
         f"{f', OMP_NUM_THREADS={args.omp_threads}' if args.omp_threads else ''}, max_new_tokens "
         f"{args.max_new_tokens}, median of {args.repeats}; load {load_start[0]:.1f} -> "
         f"{load_end[0]:.1f}",

@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e import livedaphne  # noqa: E402
-from tests.e2e.wsclient import LiveSocket  # noqa: E402
+from tests.e2e.wsclient import LiveSocket, _cookies  # noqa: E402
 
 SECRET = "load-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 PASSWORD = "load-test-passphrase-0123"
@@ -181,14 +181,6 @@ def login(base: str, username: str) -> str:
         return "; ".join(f"{k}={v}" for k, v in jar.items())
     finally:
         conn.close()
-
-
-def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
-    jar = {}
-    for header in response.headers.get_all("Set-Cookie") or []:
-        name, _, rest = header.partition("=")
-        jar[name.strip()] = rest.split(";", 1)[0]
-    return jar
 
 
 # --- simulated people ---------------------------------------------------------------------
