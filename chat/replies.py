@@ -203,7 +203,11 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
         float(settings.STELLARCHAT_STREAM_TIMEOUT), float(getattr(backend, "stall_timeout", 0))
     )
     global _streaming
-    watcher = asyncio.create_task(_watch(job, cancel, started, state, stall=stall))
+
+    def loaded() -> bool:
+        return bool(getattr(backend, "ready", True))
+
+    watcher = asyncio.create_task(_watch(job, cancel, started, state, stall=stall, loaded=loaded))
     result: Result | None = None
     _streaming += 1
     try:
@@ -331,11 +335,13 @@ async def _watch(
     state: _ReplyState,
     *,
     stall: float,
+    loaded: Callable[[], bool] = lambda: True,
 ) -> None:
     """Heartbeat, stop requests and stall detection for one reply, off the token path. A
     reply that waits for a free place in the batch longer than the stall timeout ends too
     (``state.shed``): under overload a bounded wait and a clear "busy" beat a queue that only
-    grows, where everyone waits minutes."""
+    grows, where everyone waits minutes. Waiting for the model to load is not that: the clock
+    starts once it is loaded."""
     timeout = stall
     last_beat = 0.0
     queued_since = time.monotonic()
@@ -349,7 +355,9 @@ async def _watch(
             return
         if not started.is_set():
             state.last_progress = now  # queued behind other replies: not stalled...
-            if now - queued_since > timeout:  # ...but not forever
+            if not loaded():
+                queued_since = now
+            elif now - queued_since > timeout:  # ...but not forever
                 logger.warning("reply %s queued for %s s; the server is busy", job.message, timeout)
                 state.shed = True
                 cancel.set()

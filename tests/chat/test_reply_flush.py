@@ -46,3 +46,23 @@ async def test_deltas_are_coalesced_and_the_last_goes_out_at_once() -> None:
     assert [d["offset"] for d in deltas] == [0, 5, 17]
     assert layer.sent[2][0] - layer.sent[1][0] < replies.FLUSH_INTERVAL
     assert await streams.get_text(reply.job.message) == "Hello, wide world! Bye."
+
+
+async def test_waiting_for_the_model_to_load_is_not_overload() -> None:
+    """A reply queued while the worker still loads its model waits for it; only time queued
+    with the model loaded counts toward ending it as "busy"."""
+    import threading
+
+    reply, _ = state()
+    cancel, started = threading.Event(), threading.Event()
+    ready = False
+    watcher = asyncio.create_task(
+        replies._watch(reply.job, cancel, started, reply, stall=0.3, loaded=lambda: ready)
+    )
+    await asyncio.sleep(0.8)  # loading for longer than the timeout
+    assert not watcher.done() and not reply.shed
+    ready = True
+    loaded_at = time.monotonic()
+    await asyncio.wait_for(watcher, timeout=5)
+    assert reply.shed and cancel.is_set()
+    assert time.monotonic() - loaded_at >= 0.3 - replies.WATCH_INTERVAL  # its clock: loaded
