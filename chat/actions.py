@@ -79,8 +79,8 @@ async def start_reply(
     """Publish stream.start and queue the job. The reply exists (streaming) from here on.
 
     No shared state is written here (it is on the first token's path): until the worker's
-    first flush, readers find no text and use the database's (empty), and the sweeper times
-    a reply without a heartbeat from its creation."""
+    first flush, readers find no text and use the database's (empty), and the sweeper gives a
+    reply without a heartbeat a whole timeout from when it first sees it."""
     conv, msg = str(conversation.pk), str(reply.pk)
     await layer.group_send(
         streams.conversation_group(conv),

@@ -177,6 +177,7 @@ async def _run_reply(job: Job, *, layer: Any) -> None:
 
 
 async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> None:
+    global _streaming
     message, turns, conversation_options = await _load(job)  # the watcher beats from below
     if message is None:  # already ended (stopped while queued, or swept)
         return
@@ -202,7 +203,6 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
     stall = max(
         float(settings.STELLARCHAT_STREAM_TIMEOUT), float(getattr(backend, "stall_timeout", 0))
     )
-    global _streaming
 
     def loaded() -> bool:
         return bool(getattr(backend, "ready", True))
