@@ -101,8 +101,18 @@ if CONFIG.redis_url:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # socket_timeout None: a worker's blocking read must not time out (PITFALLS.md).
-            "CONFIG": {"hosts": [{"address": CONFIG.redis_url, "socket_timeout": None}]},
+            "CONFIG": {
+                # socket_timeout None: a worker's blocking read must not time out (PITFALLS.md).
+                "hosts": [{"address": CONFIG.redis_url, "socket_timeout": None}],
+                # channels-redis counts capacity per Redis key, and every socket of a web
+                # process shares ONE key (its "specific.<process>!" queue): with the default
+                # 100, a process whose receive loop lags a moment behind its sockets' deltas
+                # silently drops group messages for all of them (a whole turn's frames, once,
+                # under load: tests/deploy/test_layer_capacity.py). 5,000 x ~0.3 KB at most
+                # per process; messages still expire after 60 s.
+                "capacity": 5000,
+                "channel_capacity": {"inference": 1000},  # jobs queued before "queue full"
+            },
         }
     }
     CACHES = {
