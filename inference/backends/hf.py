@@ -17,7 +17,6 @@ import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,11 +316,12 @@ class TransformersBackend:
         for the batch, so time spent waiting for a free slot never counts as a stall."""
         import asyncio
 
+        from inference.runner import inbox as loop_inbox
         from inference.runner import run_on_inference_thread
 
         items: asyncio.Queue[StreamItem] = asyncio.Queue()
         cancel = cancel or threading.Event()
-        inbox = _inbox(asyncio.get_running_loop())
+        inbox = loop_inbox(asyncio.get_running_loop())
 
         def emit(item: StreamItem) -> None:  # on the inference thread
             if not inbox.post(items, item):  # the loop is gone: nobody listens any more
@@ -389,49 +389,6 @@ class TransformersBackend:
             if self._batcher is None or self._batcher.loaded is not loaded:
                 self._batcher = Scheduler(loaded, max_batch=self.max_batch)
             return self._batcher
-
-
-class _Inbox:
-    """Hands items from the inference thread to one event loop, one wake-up per burst: the
-    deltas of every stream of a decode step cross in one ``call_soon_threadsafe`` instead of
-    one each (16 streams: 1 wake-up of the loop per step, not 16)."""
-
-    def __init__(self, loop: Any) -> None:
-        self.loop = loop
-        self.lock = threading.Lock()
-        self.pending: list[tuple[Any, StreamItem]] = []
-
-    def post(self, queue: Any, item: StreamItem) -> bool:
-        """Queue ``item`` for ``queue``; False when the loop is closed."""
-        with self.lock:
-            self.pending.append((queue, item))
-            if len(self.pending) > 1:
-                return True  # a wake-up is already on its way
-        try:
-            self.loop.call_soon_threadsafe(self._deliver)
-        except RuntimeError:
-            with self.lock:
-                self.pending.clear()
-            return False
-        return True
-
-    def _deliver(self) -> None:  # on the loop
-        with self.lock:
-            pending, self.pending = self.pending, []
-        for queue, item in pending:
-            queue.put_nowait(item)
-
-
-_inboxes: weakref.WeakKeyDictionary[Any, _Inbox] = weakref.WeakKeyDictionary()
-_inboxes_lock = threading.Lock()
-
-
-def _inbox(loop: Any) -> _Inbox:
-    with _inboxes_lock:
-        inbox = _inboxes.get(loop)
-        if inbox is None:
-            inbox = _inboxes[loop] = _Inbox(loop)
-        return inbox
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

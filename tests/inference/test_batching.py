@@ -352,11 +352,11 @@ async def test_deltas_of_one_step_cross_to_the_loop_in_one_wake_up(
     in order per stream, and reports a closed loop."""
     import asyncio
 
-    from inference.backends import hf
+    from inference import runner
 
     loop = asyncio.get_running_loop()
-    inbox = hf._inbox(loop)
-    assert hf._inbox(loop) is inbox  # one per loop
+    inbox = runner.inbox(loop)
+    assert runner.inbox(loop) is inbox  # one per loop
     wakeups = 0
     real = loop.call_soon_threadsafe
 
@@ -384,4 +384,4 @@ async def test_deltas_of_one_step_cross_to_the_loop_in_one_wake_up(
 
     closed = asyncio.new_event_loop()
     closed.close()
-    assert hf._Inbox(closed).post(asyncio.Queue(), "x") is False
+    assert runner.Inbox(closed).post(asyncio.Queue(), "x") is False
