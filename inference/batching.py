@@ -68,7 +68,6 @@ class _Seq:
         self.sampler = Sampler(req.options, device=loaded.device)
         self.text = TextAssembler(loaded.tokenizer, stop=req.options.stop)
         self.prompt_ids = prompt_ids
-        self.prompt_tokens = len(prompt_ids)
         # Real tokens so far (prompt + picked); the last picked one enters the cache at the
         # next step, so the cache holds length - 1 of them, after its row's left padding.
         self.length = len(prompt_ids)
@@ -80,7 +79,7 @@ class _Seq:
     def result(self, reason: Any, **extra: Any) -> Result:
         return Result(
             finish_reason=reason,
-            prompt_tokens=self.prompt_tokens,
+            prompt_tokens=len(self.prompt_ids),
             completion_tokens=self.completion,
             ttft_ms=self.ttft_ms,
             duration_ms=(time.monotonic() - self.req.started) * 1000.0,
@@ -368,11 +367,7 @@ class Scheduler:
         if not keep:
             return
         if len(keep) < len(seqs):
-            index = torch.tensor(keep, device=mask.device)
-            mask = mask.index_select(0, index)
-            for layer in cache.layers:
-                layer.keys = layer.keys.index_select(0, index)
-                layer.values = layer.values.index_select(0, index)
+            mask = _keep_rows(cache, mask, keep)
         seqs = [seqs[row] for row in keep]
         if self.cache is None:
             self.cache, self.mask, self.seqs = cache, mask, seqs
@@ -445,13 +440,7 @@ class Scheduler:
             self.cache = self.mask = None
             self.seqs = []
             return
-        import torch
-
-        index = torch.tensor(keep, device=self.loaded.device)
-        self.mask = self.mask.index_select(0, index)
-        for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)
-            layer.values = layer.values.index_select(0, index)
+        self.mask = _keep_rows(self.cache, self.mask, keep)
         self.seqs = [self.seqs[i] for i in keep]
         self._trim()
 
@@ -478,6 +467,17 @@ class Scheduler:
             for seq in self.seqs:
                 seq.finish("error", error_code="internal", error=_failure(exc))
         self.seqs, self.cache, self.mask = [], None, None
+
+
+def _keep_rows(cache: Any, mask: Any, keep: list[int]) -> Any:
+    """Keep only the given batch rows of ``cache`` (in place) and of ``mask`` (returned)."""
+    import torch
+
+    index = torch.tensor(keep, device=mask.device)
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, index)
+        layer.values = layer.values.index_select(0, index)
+    return mask.index_select(0, index)
 
 
 def _failure(exc: Exception) -> str:
