@@ -177,7 +177,6 @@ async def _run_reply(job: Job, *, layer: Any) -> None:
 
 
 async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> None:
-    global _streaming
     message, turns, conversation_options = await _load(job)  # the watcher beats from below
     if message is None:  # already ended (stopped while queued, or swept)
         return
@@ -209,7 +208,6 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
 
     watcher = asyncio.create_task(_watch(job, cancel, started, state, stall=stall, loaded=loaded))
     result: Result | None = None
-    _streaming += 1
     try:
         async for item in runner.astream(backend, turns, options, cancel, on_start=on_start):
             if isinstance(item, Result):
@@ -217,7 +215,6 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
             else:
                 state.add(item)
     finally:
-        _streaming -= 1
         watcher.cancel()
         tracker.done()
     await state.drain()
@@ -243,16 +240,14 @@ async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> N
     await finish(job, layer=layer, text=state.text, result=result)
 
 
-_streaming = 0  # replies this process is generating now
-
-
 def flush_interval() -> float:
     """Seconds between a reply's deltas. Every delta costs the event loop the same (a group
     send, a WebSocket frame) whatever its size, and with many replies at once that work starves
     generation (one process, one GIL): 16 replies at 33 deltas/s kept the embedded process's
     loop at 100% of a core. So busy processes send fewer, larger deltas: the same text, in
     3 or so tokens a frame instead of 1, still many frames a second."""
-    return min(MAX_FLUSH_INTERVAL, FLUSH_INTERVAL * max(1.0, _streaming / FLUSH_SHARE))
+    busy = metrics.replies_in_progress()
+    return min(MAX_FLUSH_INTERVAL, FLUSH_INTERVAL * max(1.0, busy / FLUSH_SHARE))
 
 
 class _ReplyState:

@@ -129,15 +129,27 @@ def reply_finished(result: Any) -> None:
         TOKENS_PER_SECOND.observe(tps)
 
 
+_in_progress = 0  # trackers of this process not done yet (queued or active)
+_in_progress_lock = threading.Lock()
+
+
+def replies_in_progress() -> int:
+    """Replies this process has taken and not ended (what the flush interval scales with)."""
+    return _in_progress
+
+
 class ReplyTracker:
     """A reply's place in the queue and active-stream gauges: queued when created, active from
     ``started()`` (called on the inference thread), neither after ``done()``. Idempotent, so
     every path out of a reply can call ``done()``."""
 
     def __init__(self) -> None:
+        global _in_progress
         self._lock = threading.Lock()
         self._state = "queued"
         QUEUE_DEPTH.inc()
+        with _in_progress_lock:
+            _in_progress += 1
 
     def started(self) -> None:
         with self._lock:
@@ -148,12 +160,17 @@ class ReplyTracker:
             ACTIVE_STREAMS.inc()
 
     def done(self) -> None:
+        global _in_progress
         with self._lock:
+            if self._state == "done":
+                return
             if self._state == "queued":
                 QUEUE_DEPTH.dec()
-            elif self._state == "active":
+            else:
                 ACTIVE_STREAMS.dec()
             self._state = "done"
+        with _in_progress_lock:
+            _in_progress -= 1
 
     def __enter__(self) -> ReplyTracker:
         return self
