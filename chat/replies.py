@@ -391,25 +391,25 @@ async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
     frames[-1]["length"] = len(text)
     await quietly(publish(layer, job.conversation, frames))
     if status == Message.Status.COMPLETE:
-        title = await database_sync_to_async(services.conversation_autotitle)(
-            conversation_id=job.conversation
-        )
-        if title:
-            await announce_title(layer, job.conversation, title)
+        titled = await database_sync_to_async(_autotitle)(job.conversation)
+        if titled is not None:
+            await announce_title(layer, job.conversation, *titled)
 
 
-async def announce_title(layer: Any, conversation: str, title: str) -> None:
-    owner_id = await database_sync_to_async(
-        lambda: (
-            Message.objects.filter(conversation_id=conversation)
-            .values_list("conversation__owner_id", flat=True)
-            .first()
-        )
-    )()
+def _autotitle(conversation: str) -> tuple[str, int] | None:
+    """Title the conversation if it has none yet: (title, owner id), or None (one trip to
+    the database thread for both)."""
+    title = services.conversation_autotitle(conversation_id=conversation)
+    if not title:
+        return None
+    owner_id = selectors.conversation_owner_id(conversation_id=conversation)
+    return None if owner_id is None else (title, owner_id)
+
+
+async def announce_title(layer: Any, conversation: str, title: str, owner_id: int) -> None:
     frame = {"type": "conversation.updated", "conversation": conversation, "title": title}
     await layer.group_send(streams.conversation_group(conversation), frame)
-    if owner_id is not None:
-        await layer.group_send(streams.user_group(owner_id), frame)
+    await layer.group_send(streams.user_group(owner_id), frame)
 
 
 # --- the sweeper ----------------------------------------------------------------------------
