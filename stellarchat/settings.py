@@ -246,3 +246,5 @@ STELLARCHAT_TOKENS_PER_DAY = CONFIG.tokens_per_day
 STELLARCHAT_MAX_BATCH = CONFIG.max_batch
 # torch's threads in a process that generates on the CPU (0 = one fewer than the cores).
 STELLARCHAT_TORCH_THREADS = CONFIG.torch_threads
+# The transformers backend runs its model in a child process (1) or on a thread (0).
+STELLARCHAT_MODEL_PROCESS = CONFIG.model_process

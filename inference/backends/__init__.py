@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 BACKENDS: dict[str, str] = {
-    "transformers": "inference.backends.hf.TransformersBackend",
+    "transformers": "inference.backends.process.transformers_backend",
     "test": "inference.backends.fake.TestBackend",
     "openai": "inference.backends.remote.RemoteBackend",
 }

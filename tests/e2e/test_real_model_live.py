@@ -1,6 +1,7 @@
 """The bundled model, for real, through the whole chat path in both topologies: what a person
 gets from `make run` (embedded) and from production's shape (daphne + runworker + Redis +
-PostgreSQL). The web process of the latter must never load torch."""
+PostgreSQL). The model lives in a model process of its own, started by the process that serves
+inference (the web process embedded, the worker in production): neither of those loads torch."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ def loaded_torch(pid: int) -> bool:
     """Whether a process has torch's shared libraries mapped (it imported torch)."""
     maps = Path(f"/proc/{pid}/maps").read_text()
     return "libtorch" in maps or "/torch/lib/" in maps
+
+
+def model_processes(pid: int) -> list[int]:
+    """The model processes ``pid`` started (its children running inference.model_process)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"inference.model_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])
@@ -63,8 +74,8 @@ async def test_the_bundled_model_chats_end_to_end(live: Any) -> None:
     import html
 
     assert first_words in html.unescape(page)  # saved as streamed
-    if worker is not None:
-        assert loaded_torch(worker.pid)
-        assert not loaded_torch(server.service.pid), "the web process imported torch"
-    else:
-        assert loaded_torch(server.service.pid)  # embedded: inference lives in the web process
+    host = worker.pid if worker is not None else server.service.pid  # serves inference
+    children = model_processes(host)
+    assert len(children) == 1 and loaded_torch(children[0])
+    assert not loaded_torch(host), "the process serving inference imported torch"
+    assert not loaded_torch(server.service.pid), "the web process imported torch"
