@@ -17,6 +17,7 @@ still go through here, one request at a time.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -118,7 +119,7 @@ class _Seq:
 
 PREFILL_TOKENS_CPU = 2048
 PREFILL_TOKENS = 16384
-SHORTLIST = 64  # candidates a top-k/top-p row starts from (CPU: a vocabulary sort costs ~30x more)
+SHORTLIST = 16  # candidates a top-k/top-p row starts from (CPU: a vocabulary sort costs ~30x more)
 
 
 def _warp(logits: Any, options: Sequence[GenerationOptions], rows: list[int]) -> Any:
@@ -144,19 +145,25 @@ def _shortlist(x: Any, options: Sequence[GenerationOptions]) -> tuple[Any, Any]:
 
     vocab = x.shape[-1]
     column = {"device": x.device}
-    top_k = torch.tensor([[o.top_k if o.top_k > 0 else vocab] for o in options], **column)
+    ks = [o.top_k if 0 < o.top_k < vocab else vocab for o in options]
+    any_k = min(ks) < vocab
+    top_k = torch.tensor([[k] for k in ks], **column)
     top_p = torch.tensor([[o.top_p] for o in options], dtype=x.dtype, **column)
     has_k = top_k < vocab
     full = torch.logsumexp(x, dim=-1, keepdim=True)  # normaliser of rows without top-k
-    width = min(vocab, max(SHORTLIST, int(top_k[has_k].max()) + 1 if bool(has_k.any()) else 0))
+    width = min(vocab, max(SHORTLIST, max((k + 1 for k in ks if k < vocab), default=0)))
     while True:
         values, ids = x.topk(width, dim=-1)  # sorted, most likely first
-        kth = values.gather(1, top_k.clamp(max=width) - 1)
-        in_k = values >= kth  # top-k: every token at least as likely as the k-th
-        norm = torch.where(
-            has_k, torch.logsumexp(values.masked_fill(~in_k, float("-inf")), -1, True), full
-        )
-        probs = (values - norm).exp().masked_fill(~in_k, 0.0)
+        if any_k:
+            kth = values.gather(1, top_k.clamp(max=width) - 1)
+            in_k = values >= kth  # top-k: every token at least as likely as the k-th
+            norm = torch.where(
+                has_k, torch.logsumexp(values.masked_fill(~in_k, float("-inf")), -1, True), full
+            )
+            probs = (values - norm).exp().masked_fill(~in_k, 0.0)
+        else:  # top-p only (the common case): no top-k set to find
+            in_k = torch.ones_like(values, dtype=torch.bool)
+            probs = (values - full).exp()
         before = probs.cumsum(dim=-1) - probs  # mass of the more likely tokens
         keep = in_k & ((before < top_p) | (top_p >= 1.0))
         # Fits when no row keeps its last candidate (top-k ties could go on past it, and the
@@ -224,13 +231,33 @@ class Scheduler:
     """Runs the decode loop of one model. ``submit`` from any thread; ``run_until_idle`` on
     the inference thread."""
 
-    def __init__(self, loaded: Any, *, max_batch: int) -> None:
+    def __init__(
+        self,
+        loaded: Any,
+        *,
+        max_batch: int,
+        after_step: Callable[[], None] | None = None,
+        mixed: bool = True,
+    ) -> None:
         self.loaded = loaded
         self.max_batch = max(1, max_batch)
+        # Mixed steps (new prompts inside decode steps, ``inference.mixed``): None until the
+        # first run tries them on the inference thread, False when off or not supported.
+        self.mixed: bool | None = None if mixed else False
+        # Called after every step (and when the loop goes idle): a host that ships the
+        # step's emitted items elsewhere in one piece (the model process) flushes here.
+        self.after_step = after_step
         # Padded prompt tokens per prefill forward: on a CPU a bigger forward stops paying
         # (measured: 16 prompts of 30 tokens 2.3x faster together, of 300 tokens slower).
         on_cpu = getattr(loaded.device, "type", str(loaded.device)) == "cpu"
         self.prefill_tokens = PREFILL_TOKENS_CPU if on_cpu else PREFILL_TOKENS
+        # Logits for the last position only: a prompt's others are never used (the
+        # vocabulary projection of a 20-token prompt was 7% of its prefill).
+        self.model_kwargs: dict[str, Any] = (
+            {"logits_to_keep": 1}
+            if "logits_to_keep" in inspect.signature(loaded.model.forward).parameters
+            else {}
+        )
         self.pending: deque[Request] = deque()
         self.lock = threading.Lock()
         self.running = False  # a run_until_idle is queued or active
@@ -260,23 +287,58 @@ class Scheduler:
             with self.lock:
                 if not self.pending and not self.seqs:
                     self.running = False
-                    return
+                    break
+            if self.mixed is None:
+                self.mixed = self._try_mixed()
             try:
                 with torch.inference_mode():
-                    self._admit()
-                    if self.seqs:
-                        self._decode()
+                    if self.mixed:
+                        self._mixed()
+                    else:
+                        self._admit()
+                        if self.seqs:
+                            self._decode()
             except Exception as exc:  # a step failed: end every reply in it, keep serving
                 self._fail_all(exc)
+            if self.after_step is not None:
+                self.after_step()
+        if self.after_step is not None:
+            self.after_step()
 
     def _room(self) -> int:
         if self.can_batch is False:
             return 0 if self.seqs else 1
         return self.max_batch - len(self.seqs)
 
+    def _try_mixed(self) -> bool:
+        from inference import mixed
+
+        try:
+            ok = mixed.install(self.loaded.model, self.loaded.tokenizer)
+        except Exception:  # never worse than the model's own forward
+            logger.exception("mixed steps could not be set up; separate prefill steps")
+            return False
+        if ok:
+            self.can_batch = True  # the batch's cache is ours: plain tensors per layer
+        return ok
+
     def _admit(self) -> None:
-        """Take queued requests into the batch: prepared one by one (a bad one ends alone),
-        then prefilled together in groups of similar length."""
+        """Take queued requests into the batch, prefilled together in groups of similar
+        length (without mixed steps)."""
+        for group in prefill_groups(self._take(), self.prefill_tokens):
+            self._prefill(group)
+
+    def _mixed(self) -> None:
+        """One mixed step: the batch's rows decode while queued requests join (prompts past
+        the step's token budget get prompt-only steps of their own first)."""
+        groups = budget_groups(self._take(), self.prefill_tokens)
+        for group in groups[1:]:
+            self._mixed_step([], group)
+        if self.seqs or groups:
+            self._mixed_step(self.seqs, groups[0] if groups else [])
+
+    def _take(self) -> list[_Seq]:
+        """Queued requests that join now, prepared one by one (a bad one ends alone)."""
         self._drop_cancelled()
         ready: list[_Seq] = []
         while self._room() > len(ready):
@@ -289,8 +351,7 @@ class Scheduler:
                 ready.append(seq)
             if self.can_batch is None:
                 break  # the first prefill tells whether this model's cache can be batched
-        for group in prefill_groups(ready, self.prefill_tokens):
-            self._prefill(group)
+        return ready
 
     def _prepare(self, req: Request) -> _Seq | None:
         """Check a request and build its prompt; None when it ended here (its Result sent)."""
@@ -315,6 +376,14 @@ class Scheduler:
         except BackendError as exc:
             _emit_error(req)("error", error_code=exc.code, error=str(exc))
             return None
+        except Exception as exc:  # the tokenizer refused the text (say, a lone surrogate)
+            logger.exception("building a prompt failed")
+            _emit_error(req)(
+                "error",
+                error_code="internal",
+                error=f"the model could not read this conversation ({type(exc).__name__})",
+            )
+            return None
         return _Seq(req, loaded, prompt.ids)
 
     def _prefill(self, seqs: list[_Seq]) -> None:
@@ -332,7 +401,7 @@ class Scheduler:
         for row, seq in enumerate(seqs):
             ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids, device=device)
             mask[row, width - len(seq.prompt_ids) :] = 1
-        kwargs: dict[str, Any] = {"input_ids": ids, "use_cache": True}
+        kwargs: dict[str, Any] = {"input_ids": ids, "use_cache": True, **self.model_kwargs}
         if len(seqs) > 1:
             kwargs.update(attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
         try:
@@ -347,15 +416,54 @@ class Scheduler:
             if len(seqs) > 1:
                 for seq in seqs:
                     self._prefill([seq])
-            elif isinstance(exc, torch.OutOfMemoryError | MemoryError):
-                _oom(seqs[0].req, seqs[0])
             else:
-                logger.exception("prefill failed")
-                seqs[0].finish("error", error_code="internal", error=_failure(exc))
+                _fail(seqs[0], exc)
             return
         for seq, token in zip(seqs, tokens, strict=True):
             seq.accept(token)
         self._join(seqs, cache, mask)
+
+    def _mixed_step(self, rows: list[_Seq], new: list[_Seq]) -> None:
+        """``rows`` (the batch, or none) decode one token while ``new`` prompts are read, in
+        one forward. If it fails with new prompts in it, each prompt is tried alone, so only
+        the one at fault fails (the rows step next time; a fault of theirs fails them then)."""
+        from inference import mixed
+
+        try:
+            logits, step = mixed.forward(
+                self.loaded.model,
+                tokens=[s.last for s in rows],
+                positions=[s.length - 1 for s in rows],
+                cache=[(layer.keys, layer.values) for layer in self.cache.layers] if rows else None,
+                mask=self.mask if rows else None,
+                prompts=[s.prompt_ids for s in new],
+            )
+            tokens = self._pick([*rows, *new], logits)
+        except Exception as exc:
+            if not new:
+                raise  # a decode step failed: the loop ends every reply in it
+            if not rows and len(new) == 1:
+                _fail(new[0], exc)
+            else:
+                for seq in new:
+                    self._mixed_step([], [seq])
+            return
+        self.max_group = max(self.max_group, len(new))
+        if rows:
+            self.cache = _Cache(step.rows_kv[i] for i in range(len(step.rows_kv)))
+            ones = self.mask.new_ones((len(rows), 1))
+            self.mask = _cat([self.mask, ones], dim=1)
+            self.steps += 1
+            for seq, token in zip(rows, tokens, strict=False):
+                if seq.req.cancel.is_set():  # stopped during this step: its token is not sent
+                    seq.finish("cancelled")
+                else:
+                    seq.accept(token)
+        if new:
+            for seq, token in zip(new, tokens[len(rows) :], strict=True):
+                seq.accept(token)
+            self._join(new, *_prompt_cache(new, step))
+        self._drop_cancelled()
 
     def _join(self, seqs: list[_Seq], cache: Any, mask: Any) -> None:
         """Merge freshly prefilled rows (``cache`` and its ``mask``) into the batch: both
@@ -395,7 +503,12 @@ class Scheduler:
         positions = torch.tensor([[s.length - 1] for s in self.seqs], device=device)
         ones = torch.ones((batch, 1), dtype=self.mask.dtype, device=device)
         mask = torch.cat([self.mask, ones], dim=1)
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": True, "cache": self.cache}
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "use_cache": True,
+            "cache": self.cache,
+            **self.model_kwargs,
+        }
         if batch > 1 or self.mask.shape[1] != self.seqs[0].length - 1:
             kwargs.update(attention_mask=mask, position_ids=positions)
         out = self.loaded.model(**kwargs)
@@ -469,6 +582,65 @@ class Scheduler:
         self.seqs, self.cache, self.mask = [], None, None
 
 
+class _KV:
+    """One layer of the batch's cache in mixed steps: its keys and values."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: Any, values: Any) -> None:
+        self.keys, self.values = keys, values
+
+
+class _Cache:
+    """The batch's cache in mixed steps: plain tensors per layer (shaped like the model's
+    own ``DynamicCache``, so joining, trimming and dropping rows work on both)."""
+
+    def __init__(self, pairs: Any) -> None:
+        self.layers = [_KV(keys, values) for keys, values in pairs]
+
+
+def _cat(tensors: list[Any], dim: int) -> Any:
+    import torch
+
+    return torch.cat(tensors, dim=dim)
+
+
+def _prompt_cache(seqs: list[_Seq], step: Any) -> tuple[_Cache, Any]:
+    """The new prompts' keys and values from a mixed step, left-padded to the longest, and
+    their mask: the shape ``_join`` merges into the batch."""
+    import torch
+    import torch.nn.functional as F
+
+    width = max(len(s.prompt_ids) for s in seqs)
+
+    def pad(tensor: Any) -> Any:
+        return F.pad(tensor, (0, 0, width - tensor.shape[2], 0))
+
+    pairs = [
+        (
+            torch.cat([pad(k) for k, _ in step.prompt_kv[layer]]),
+            torch.cat([pad(v) for _, v in step.prompt_kv[layer]]),
+        )
+        for layer in range(len(step.prompt_kv))
+    ]
+    device = pairs[0][0].device
+    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
+    for row, seq in enumerate(seqs):
+        mask[row, width - len(seq.prompt_ids) :] = 1
+    return _Cache(pairs), mask
+
+
+def _fail(seq: _Seq, exc: Exception) -> None:
+    """End one request whose prompt could not be read (out of memory, or a model error)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        _oom(seq.req, seq)
+    else:
+        logger.exception("prefill failed", exc_info=exc)
+        seq.finish("error", error_code="internal", error=_failure(exc))
+
+
 def _keep_rows(cache: Any, mask: Any, keep: list[int]) -> Any:
     """Keep only the given batch rows of ``cache`` (in place) and of ``mask`` (returned)."""
     import torch
@@ -483,6 +655,22 @@ def _keep_rows(cache: Any, mask: Any, keep: list[int]) -> Any:
 def _failure(exc: Exception) -> str:
     text = " ".join(str(exc).split())[:300] or type(exc).__name__
     return f"generation failed: {text}"
+
+
+def budget_groups(seqs: list[_Seq], budget: int) -> list[list[_Seq]]:
+    """Split joining requests, in order, into groups of at most ``budget`` prompt tokens (a
+    longer prompt alone): one mixed step reads one group."""
+    groups: list[list[_Seq]] = []
+    used = 0
+    for seq in seqs:
+        n = len(seq.prompt_ids)
+        if groups and used + n <= budget:
+            groups[-1].append(seq)
+            used += n
+        else:
+            groups.append([seq])
+            used = n
+    return groups
 
 
 def prefill_groups(seqs: list[_Seq], budget: int) -> list[list[_Seq]]:

@@ -59,6 +59,12 @@ def cpu_threads() -> int:
     return max(1, cores - 1)
 
 
+def display_name(ref: str) -> str:
+    """A model's name for people: a folder's own name, or the hub id."""
+    ref = ref.rstrip("/")
+    return Path(ref).name if os.path.isdir(ref) else ref
+
+
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:limit]
@@ -110,6 +116,8 @@ class TransformersBackend:
         dtype: str | None = None,
         trust_remote_code: bool | None = None,
         max_batch: int | None = None,
+        after_step: Any = None,
+        mixed: bool = True,
     ) -> None:
         from django.conf import settings
 
@@ -126,8 +134,9 @@ class TransformersBackend:
         self._load_lock = threading.Lock()
         # Every reply of the process goes through one scheduler, which batches decode steps.
         self._batcher: Scheduler | None = None
-        self._loop_task: Any = None  # the scheduler's run, held so it is not collected
         self.max_batch = settings.STELLARCHAT_MAX_BATCH if max_batch is None else max_batch
+        self.after_step = after_step  # called on the inference thread after every step
+        self.mixed = mixed  # new prompts join inside decode steps, where the model allows
 
     # --- loading -------------------------------------------------------------------------
 
@@ -138,8 +147,7 @@ class TransformersBackend:
 
     @property
     def display_name(self) -> str:
-        ref = self.model_ref.rstrip("/")
-        return Path(ref).name if os.path.isdir(ref) else ref
+        return display_name(self.model_ref)
 
     def load(self) -> Loaded:
         """Load once; a failure is remembered briefly so a broken model fails fast."""
@@ -333,9 +341,7 @@ class TransformersBackend:
                 # reported by _submit below, as the stream's ending.
                 with contextlib.suppress(BackendError):
                     await run_on_inference_thread(self.load)
-            self._submit(
-                turns, options, cancel, emit, run=run_on_inference_thread, on_start=on_start
-            )
+            self._submit(turns, options, cancel, emit, on_start=on_start)
             while True:
                 item = await items.get()
                 yield item
@@ -351,11 +357,14 @@ class TransformersBackend:
         cancel: threading.Event,
         emit: Any,
         *,
-        run: Any = None,
         on_start: Any = None,
+        inline: bool = True,
     ) -> None:
-        """Hand a request to the scheduler, starting its loop if idle. A model that cannot
-        load ends the request at once (its Result emitted)."""
+        """Hand a request to the scheduler, starting its loop on the inference thread if idle.
+        A model that cannot load ends the request at once (its Result emitted).
+
+        Called on the inference thread itself, the loop runs right here when ``inline`` (a
+        blocking ``stream`` there would otherwise wait for itself); else it is queued."""
         started = time.monotonic()
         try:
             validate_turns(turns)
@@ -373,21 +382,19 @@ class TransformersBackend:
             on_start=on_start,
         )
         if scheduler.submit(request):
-            if run is not None:
-                import asyncio
+            from inference.runner import submit_to_inference_thread
 
-                self._loop_task = asyncio.ensure_future(run(scheduler.run_until_idle))
-            elif threading.current_thread().name.startswith("inference"):
-                scheduler.run_until_idle()  # already on the inference thread: run it here
+            if inline and threading.current_thread().name.startswith("inference"):
+                scheduler.run_until_idle()
             else:
-                from inference.runner import submit_to_inference_thread
-
                 submit_to_inference_thread(scheduler.run_until_idle)
 
     def _scheduler(self, loaded: Loaded) -> Scheduler:
         with self._load_lock:
             if self._batcher is None or self._batcher.loaded is not loaded:
-                self._batcher = Scheduler(loaded, max_batch=self.max_batch)
+                self._batcher = Scheduler(
+                    loaded, max_batch=self.max_batch, after_step=self.after_step, mixed=self.mixed
+                )
             return self._batcher
 
 

@@ -1,0 +1,268 @@
+"""Mixed steps: the batch's decode rows and newly joining prompts in one forward pass.
+
+With the model's own forward, a request joining the batch needs a forward of its own (its
+prefill) between two decode steps, and on a CPU a forward costs about as much in fixed overhead
+(module calls, small ops) as in arithmetic: with 16 conversations at once, a new one joins
+every two or three steps and those prefills took a fifth of the inference process's time.
+Here both go through the model's layers together, so a joining prompt costs only its own
+arithmetic (measured on the bundled model: 16 decode rows + an 18-token prompt in 12.9 ms,
+against 10.6 + 9.2 ms as two forwards).
+
+How, without rewriting the model: the model's own decoder layers run on a packed row (decode
+tokens first, then each prompt's tokens), and only attention is ours, registered with
+transformers' ``AttentionInterface``: decode rows attend over the batch's left-padded cache,
+each prompt causally over itself. Every projection, norm, rotary embedding and MLP is the
+model's own code. For Llama-family architectures only (Llama, Mistral, Qwen2/3: embeddings,
+rotary, layers, final norm, head and nothing else), and only after a self-check at load shows
+the same logits as the model's own forward; anything else keeps the separate prefill.
+
+A step without new prompts runs as an ordinary batch ([rows, 1]), with the same attention.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+NAME = "stellarchat_mixed"
+ARCHITECTURES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 2e-2}  # self-check, max |logit diff|
+
+
+@dataclass
+class Step:
+    """One forward's layout, read by ``attention`` in every layer, and what it produced."""
+
+    rows: int  # decode rows, first in the packed row (or the batch, without prompts)
+    cache: Sequence[tuple[Any, Any]] | None  # per layer: the rows' keys and values so far
+    mask: Any  # [rows, 1, 1, cache length + 1] bool: which cached columns a row attends to
+    prompts: list[tuple[int, int]]  # (offset, length) of each new prompt in the packed row
+    rows_kv: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # per layer, grown by 1
+    prompt_kv: dict[int, list[tuple[Any, Any]]] = field(default_factory=dict)
+
+
+class _PassThrough:
+    """The cache attention modules see: this step's keys and values go straight on to
+    ``attention``, which knows where each belongs."""
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+        return key_states, value_states
+
+
+def attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """The registered attention: a mixed step's layout, or plain SDPA for any other call (the
+    model's own forward keeps working as before)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not isinstance(attention_mask, Step):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(  # type: ignore[no-any-return]
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    if kwargs.get("sliding_window") is not None:
+        raise RuntimeError("mixed steps do not support sliding-window attention")
+    step, layer = attention_mask, module.layer_idx
+    if not step.prompts:  # an ordinary batch: query [rows, heads, 1, dim]
+        keys, values = _grow(step, layer, key, value)
+        out = F.scaled_dot_product_attention(
+            query, keys, values, attn_mask=step.mask, scale=scaling, enable_gqa=True
+        )
+        return out.transpose(1, 2), None
+    parts = []
+    rows = step.rows
+    if rows:  # packed [1, heads, tokens, dim]: the rows' tokens come first
+        q, k, v = (t[0, :, :rows].transpose(0, 1).unsqueeze(2) for t in (query, key, value))
+        keys, values = _grow(step, layer, k, v)
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=step.mask, scale=scaling, enable_gqa=True
+        )
+        parts.append(out[:, :, 0].unsqueeze(0))  # [1, rows, heads, dim]
+    kept = step.prompt_kv.setdefault(layer, [])
+    for offset, length in step.prompts:
+        span = slice(offset, offset + length)
+        q, k, v = query[:, :, span], key[:, :, span], value[:, :, span]
+        kept.append((k, v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=scaling, enable_gqa=True
+        )
+        parts.append(out.transpose(1, 2))
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)), None
+
+
+def _grow(step: Step, layer: int, key: Any, value: Any) -> tuple[Any, Any]:
+    import torch
+
+    assert step.cache is not None
+    old_keys, old_values = step.cache[layer]
+    keys = torch.cat([old_keys, key], dim=2)
+    values = torch.cat([old_values, value], dim=2)
+    step.rows_kv[layer] = (keys, values)
+    return keys, values
+
+
+def supported(model: Any) -> str | None:
+    """Why this model cannot take mixed steps, or None when it can."""
+    config = model.config
+    if config.model_type not in ARCHITECTURES:
+        return f"architecture {config.model_type!r} is not one of {sorted(ARCHITECTURES)}"
+    if any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()):
+        return "it has sliding-window layers"
+    if config.model_type == "mistral" and getattr(config, "sliding_window", None) is not None:
+        return "it uses sliding-window attention"
+    inner = getattr(model, "model", None)
+    for part in ("embed_tokens", "rotary_emb", "layers", "norm"):
+        if not hasattr(inner, part):
+            return f"its model has no {part}"
+    if not hasattr(model, "lm_head"):
+        return "it has no lm_head"
+    return None
+
+
+def forward(
+    model: Any,
+    *,
+    tokens: Sequence[int],
+    positions: Sequence[int],
+    cache: Sequence[tuple[Any, Any]] | None,
+    mask: Any,
+    prompts: Sequence[Sequence[int]],
+) -> tuple[Any, Step]:
+    """One step: ``tokens``/``positions`` of the decode rows (their ``cache`` per layer and
+    2-D ``mask``, 1 = real column) and the new ``prompts``. Returns the next-token logits
+    (rows first, then one per prompt) and the step (the grown cache, the prompts' keys and
+    values). Nothing of the caller's changes, so a failed step can simply be retried."""
+    import torch
+
+    inner = model.model
+    device = inner.embed_tokens.weight.device
+    rows = len(tokens)
+    ids, where, spans = list(tokens), list(positions), []
+    for prompt in prompts:
+        spans.append((len(ids), len(prompt)))
+        ids.extend(prompt)
+        where.extend(range(len(prompt)))
+    if prompts:  # one packed row
+        input_ids = torch.tensor([ids], device=device)
+        position_ids = torch.tensor([where], device=device)
+    else:  # an ordinary batch of one token per row
+        input_ids = torch.tensor(ids, device=device).unsqueeze(1)
+        position_ids = torch.tensor(where, device=device).unsqueeze(1)
+    grown = None
+    if rows:
+        ones = torch.ones((rows, 1), dtype=mask.dtype, device=mask.device)
+        grown = torch.cat([mask, ones], dim=1).bool()[:, None, None, :]
+    step = Step(rows=rows, cache=cache, mask=grown, prompts=spans)
+    hidden = inner.embed_tokens(input_ids)
+    rotary = inner.rotary_emb(hidden, position_ids)
+    through = _PassThrough()
+    for layer in inner.layers[: model.config.num_hidden_layers]:
+        hidden = layer(
+            hidden,
+            attention_mask=step,
+            position_ids=position_ids,
+            cache=through,
+            position_embeddings=rotary,
+        )
+    if prompts:
+        last = list(range(rows)) + [offset + length - 1 for offset, length in spans]
+        hidden = hidden[0, last]
+    else:
+        hidden = hidden[:, -1]
+    return model.lm_head(inner.norm(hidden)), step
+
+
+def install(model: Any, tokenizer: Any) -> bool:
+    """Switch ``model`` to mixed steps if it is supported and a self-check agrees with its own
+    forward; False (with the reason logged) leaves the model as it was."""
+    import torch
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    reason = supported(model)
+    if reason is None and model.config._attn_implementation != "sdpa":
+        reason = f"it uses {model.config._attn_implementation!r} attention, not sdpa"
+    if reason is not None:
+        logger.info("separate prefill steps: %s", reason)
+        return False
+    ALL_ATTENTION_FUNCTIONS.register(NAME, attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    model.set_attn_implementation(NAME)
+    try:
+        with torch.inference_mode():
+            error = self_check(model, tokenizer)
+    except Exception as exc:  # anything unexpected: the model's own path is the safe one
+        error = f"self-check failed: {' '.join(str(exc).split())[:200]}"
+    if error is not None:
+        model.set_attn_implementation("sdpa")
+        logger.warning("separate prefill steps: %s", error)
+        return False
+    logger.info("mixed steps: new prompts join the batch inside its decode steps")
+    return True
+
+
+def self_check(model: Any, tokenizer: Any) -> str | None:
+    """Two rows of different lengths (one left-padded) and a new prompt in one mixed step,
+    against the model's own forward on each: None when the logits agree."""
+    import torch
+
+    device = model.model.embed_tokens.weight.device
+    texts = ["Hello there! How are you today?", "StellarChat", "What can you do for me?"]
+    prompts = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) or [0] for t in texts]
+    first, second, new = prompts
+    tolerance = TOLERANCE.get(str(model.dtype).removeprefix("torch."), 5e-2)
+
+    def own(ids: list[int]) -> Any:
+        return model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()
+
+    # The two rows' caches, left-padded to one width, from a mixed step of prompts only.
+    logits, step = forward(
+        model, tokens=[], positions=[], cache=None, mask=None, prompts=[first, second]
+    )
+    for got, ids in zip(logits, (first, second), strict=True):
+        if (got.float() - own(ids)).abs().max() > tolerance:
+            return "prompt logits differ from the model's own forward"
+    picks = logits.argmax(dim=-1).tolist()
+    width = max(len(first), len(second))
+    cache = []
+    for layer in range(model.config.num_hidden_layers):
+        pair = step.prompt_kv[layer]
+        keys = torch.cat([_left_pad(k, width) for k, _ in pair])
+        values = torch.cat([_left_pad(v, width) for _, v in pair])
+        cache.append((keys, values))
+    mask = torch.zeros((2, width), dtype=torch.long, device=device)
+    mask[0, width - len(first) :] = 1
+    mask[1, width - len(second) :] = 1
+    logits, _ = forward(
+        model,
+        tokens=picks,
+        positions=[len(first), len(second)],
+        cache=cache,
+        mask=mask,
+        prompts=[new],
+    )
+    expected = [own([*first, picks[0]]), own([*second, picks[1]]), own(new)]
+    for got, want in zip(logits, expected, strict=True):
+        if (got.float() - want).abs().max() > tolerance:
+            return "mixed-step logits differ from the model's own forward"
+    return None
+
+
+def _left_pad(tensor: Any, width: int) -> Any:
+    import torch.nn.functional as F
+
+    return F.pad(tensor, (0, 0, width - tensor.shape[2], 0))

@@ -1,0 +1,200 @@
+"""Mixed steps (``inference.mixed``): new prompts read inside the batch's decode steps give the
+same logits as the model's own forward, the same replies as separate prefill steps, and a
+prompt that fails there fails alone. Against tiny random Llama and Qwen2 models and the bundled
+StellarByte-mini; GPT-2 (not Llama-family) keeps separate prefill steps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference import mixed
+from inference.backends.base import Result
+from inference.backends.hf import TransformersBackend
+from inference.options import GenerationOptions
+from tests.inference import tinymodels
+from tests.inference.test_batching import BUNDLED, PROMPTS, run, together
+
+GREEDY = GenerationOptions(temperature=0, max_new_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = Path(tmp_path_factory.mktemp("mixed"))
+    return {arch: tinymodels.build(root / arch, arch) for arch in ("llama", "qwen2", "gpt2")}
+
+
+def loaded(path: Path) -> Any:
+    return TransformersBackend(str(path), device="cpu").load()
+
+
+def test_llama_family_models_are_supported_and_others_are_not(tiny: dict[str, Path]) -> None:
+    assert mixed.supported(loaded(tiny["llama"]).model) is None
+    assert mixed.supported(loaded(tiny["qwen2"]).model) is None
+    assert mixed.supported(loaded(BUNDLED).model) is None
+    assert "gpt2" in (mixed.supported(loaded(tiny["gpt2"]).model) or "")
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_a_mixed_step_gives_the_model_s_own_logits(tiny: dict[str, Path], arch: str) -> None:
+    """Three rows of different lengths (left-padded) and three new prompts in one forward,
+    each against the model's own forward of that sequence alone."""
+    import torch
+
+    state = loaded(tiny[arch])
+    model, tok = state.model, state.tokenizer
+    assert mixed.install(model, tok)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS[:3]]
+    with torch.inference_mode():
+        logits, step = mixed.forward(
+            model, tokens=[], positions=[], cache=None, mask=None, prompts=ids
+        )
+        picks = logits.argmax(-1).tolist()
+        width = max(map(len, ids))
+        cache = [
+            (
+                torch.cat([mixed._left_pad(k, width) for k, _ in step.prompt_kv[i]]),
+                torch.cat([mixed._left_pad(v, width) for _, v in step.prompt_kv[i]]),
+            )
+            for i in range(model.config.num_hidden_layers)
+        ]
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        new = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS[3:]] + [[5, 6, 7]]
+        logits, _ = mixed.forward(
+            model,
+            tokens=picks,
+            positions=[len(i) for i in ids],
+            cache=cache,
+            mask=mask,
+            prompts=new,
+        )
+        wanted = [[*i, p] for i, p in zip(ids, picks, strict=True)] + new
+        for got, sequence in zip(logits, wanted, strict=True):
+            own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
+            assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+
+
+def test_the_model_s_own_forward_is_unchanged_after_install(tiny: dict[str, Path]) -> None:
+    import torch
+
+    state = loaded(tiny["llama"])
+    inputs = torch.tensor([[5, 9, 13, 21, 7]])
+    with torch.inference_mode():
+        before = state.model(input_ids=inputs).logits
+        assert mixed.install(state.model, state.tokenizer)
+        after = state.model(input_ids=inputs).logits
+    assert state.model.config._attn_implementation == mixed.NAME
+    assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_replies_equal_replies_with_separate_prefill_steps(
+    tiny: dict[str, Path], arch: str
+) -> None:
+    """Requests arriving while others decode (they join mid-batch), greedy: the same text
+    with mixed steps as with a separate prefill forward per group."""
+    replies = {}
+    for flag in (True, False):
+        backend = TransformersBackend(str(tiny[arch]), device="cpu", max_batch=8, mixed=flag)
+        run(backend, "warm up", GREEDY)
+        assert backend._batcher is not None
+        assert backend._batcher.mixed is (flag and arch != "gpt2")
+        replies[flag] = staggered(backend, PROMPTS)
+        assert backend._batcher.max_seen > 1
+    assert replies[True] == replies[False]
+
+
+def staggered(backend: TransformersBackend, prompts: list[str]) -> list[str]:
+    """Start one request, then the others one by one while it generates."""
+    out: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        out[i] = run(backend, prompts[i], GREEDY)[0]
+
+    threads = []
+    for i in range(len(prompts)):
+        threads.append(threading.Thread(target=one, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join(60)
+    return [out[i] for i in range(len(prompts))]
+
+
+def test_the_bundled_model_takes_mixed_steps_and_replies_as_before() -> None:
+    with_mixed = TransformersBackend(str(BUNDLED), device="cpu", max_batch=16)
+    without = TransformersBackend(str(BUNDLED), device="cpu", max_batch=16, mixed=False)
+    prompts = ["What can you do?", "Tell me a joke.", "How do I switch to a bigger model?"] * 2
+    options = GenerationOptions(temperature=0, max_new_tokens=40)
+    a = together(with_mixed, [(p, options) for p in prompts])
+    b = together(without, [(p, options) for p in prompts])
+    assert with_mixed._batcher is not None and with_mixed._batcher.mixed
+    assert [text for text, _ in a] == [text for text, _ in b]
+    assert with_mixed._batcher.max_group > 1  # prompts really were read together
+
+
+def test_a_prompt_that_fails_in_a_mixed_step_fails_alone(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forward raises whenever one poisoned prompt is in it: that request ends with an
+    error, the rows already decoding and the prompts beside it reply as without it."""
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    expected = run(backend, "hi", GREEDY)[0]
+    poison = backend.load().tokenizer("poison", add_special_tokens=False)["input_ids"]
+    real = mixed.forward
+    failures = []
+
+    def forward(model: Any, **kw: Any) -> Any:
+        if any(_contains(p, poison) for p in kw["prompts"]):
+            failures.append(len(kw["prompts"]))
+            raise RuntimeError("simulated kernel failure")
+        return real(model, **kw)
+
+    monkeypatch.setattr(mixed, "forward", forward)
+    results = together(backend, [("hi", GREEDY), ("poison", GREEDY), ("hi", GREEDY)])
+    assert failures  # the poisoned prompt did go through a mixed step
+    assert results[1][1].finish_reason == "error" and results[1][1].error_code == "internal"
+    assert "simulated kernel failure" in (results[1][1].error or "")
+    assert results[0][0] == expected and results[2][0] == expected
+    assert run(backend, "hi", GREEDY)[0] == expected  # and it serves on
+
+
+def _contains(seq: list[int], part: list[int]) -> bool:
+    return any(seq[i : i + len(part)] == part for i in range(len(seq) - len(part) + 1))
+
+
+def test_a_prompt_the_tokenizer_refuses_ends_with_an_error_not_a_hang(
+    tiny: dict[str, Path],
+) -> None:
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    results = together(backend, [("hi", GREEDY), ("\ud800 lone surrogate", GREEDY)])
+    assert results[0][1].finish_reason in ("stop", "length")
+    result: Result = results[1][1]
+    assert result.finish_reason == "error" and result.error_code == "internal"
+    assert "could not read this conversation" in (result.error or "")
+
+
+def test_a_model_failing_its_self_check_keeps_separate_prefill_steps(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mixed, "self_check", lambda model, tokenizer: "logits differ (test)")
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    text, result = run(backend, "hi", GREEDY)
+    assert backend._batcher is not None and backend._batcher.mixed is False
+    assert backend.load().model.config._attn_implementation == "sdpa"
+    assert result.finish_reason in ("stop", "length") and text
+
+
+def test_prompts_past_the_step_budget_are_read_in_steps_of_their_own(
+    tiny: dict[str, Path],
+) -> None:
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    alone = [run(backend, p, GREEDY)[0] for p in PROMPTS]
+    assert backend._batcher is not None
+    backend._batcher.prefill_tokens = 20  # every prompt past the first in a step of its own
+    batched = together(backend, [(p, GREEDY) for p in PROMPTS])
+    assert [text for text, _ in batched] == alone
