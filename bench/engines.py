@@ -7,7 +7,10 @@ sequence token is suppressed everywhere so every engine generates exactly as man
 Prints generated tokens per second for each engine and its ratio to one stream alone:
 
 - ``alone``: one request at a time through our scheduler (``STELLARCHAT_MAX_BATCH=1``);
-- ``ours``: all requests at once through our scheduler (they join between decode steps);
+- ``ours``: all requests at once through our scheduler (they join the batch inside its decode
+  steps: mixed steps, ``inference/mixed.py``);
+- ``ours, separate prefill``: the same without mixed steps (each group of joining prompts
+  read in a forward of its own between two decode steps, what non-Llama models get);
 - ``generate padded``: transformers' ``generate`` on one left-padded batch (an upper bound:
   no request joins or leaves, which a chat server cannot promise);
 - ``generate_batch``: transformers' continuous batching (``model.generate_batch``);
@@ -63,8 +66,9 @@ def main() -> None:
 
     batched = TransformersBackend(str(MODEL), device="cpu", max_batch=args.streams)
     single = TransformersBackend(str(MODEL), device="cpu", max_batch=1)
+    separate = TransformersBackend(str(MODEL), device="cpu", max_batch=args.streams, mixed=False)
     loaded = batched.load()
-    single._loaded = loaded  # one model in memory, two schedulers
+    single._loaded = separate._loaded = loaded  # one model in memory, three schedulers
     model, tokenizer = loaded.model, loaded.tokenizer
     # Every engine must generate exactly --tokens tokens: suppress end-of-sequence.
     loaded.eos_ids = frozenset()
@@ -147,6 +151,7 @@ def main() -> None:
     engines: dict[str, Callable[[], int]] = {
         "alone": lambda: through(single, concurrent=False),
         "ours": lambda: through(batched, concurrent=True),
+        "ours, separate prefill": lambda: through(separate, concurrent=True),
         "generate padded": padded,
         "generate_batch": continuous,
         "static cache": static(),
@@ -175,13 +180,13 @@ def main() -> None:
         f"{torch.get_num_threads()} torch threads, load {os.getloadavg()[0]:.2f}\n"
     )
     base = statistics.median(rates["alone"])
-    print(f"{'engine':<20} {'tokens/s':>10} {'x alone':>8}")
+    print(f"{'engine':<24} {'tokens/s':>10} {'x alone':>8}")
     for name, values in rates.items():
         if name in failures:
-            print(f"{name:<20} {'failed':>10}  {failures[name]}")
+            print(f"{name:<24} {'failed':>10}  {failures[name]}")
             continue
         rate = statistics.median(values)
-        print(f"{name:<20} {rate:>10.0f} {rate / base:>8.2f}")
+        print(f"{name:<24} {rate:>10.0f} {rate / base:>8.2f}")
 
 
 if __name__ == "__main__":

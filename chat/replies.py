@@ -166,18 +166,27 @@ async def run_reply(job: Job, *, layer: Any) -> None:
 
 
 async def _run_reply(job: Job, *, layer: Any) -> None:
-    if not await streams.claim(job.message):
+    # The claim (Redis) and the reading (database) at once: both are on the first token's
+    # path, and reading a reply another worker took changes nothing.
+    claimed, reading = await asyncio.gather(streams.claim(job.message), _load(job))
+    if not claimed:
         logger.info("reply %s: already taken by another worker", job.message)
         return
     logger.info("reply %s: generating", job.message)
     # Queued from here (the worker accepted the job) until the inference thread starts on it,
     # then an active stream until the generation ends; every way out clears both.
     with metrics.ReplyTracker() as tracker:
-        await _generate(job, layer=layer, tracker=tracker)
+        await _generate(job, reading, layer=layer, tracker=tracker)
 
 
-async def _generate(job: Job, *, layer: Any, tracker: metrics.ReplyTracker) -> None:
-    message, turns, conversation_options = await _load(job)  # the watcher beats from below
+async def _generate(
+    job: Job,
+    reading: tuple[Message | None, list[dict[str, str]], dict[str, Any]],
+    *,
+    layer: Any,
+    tracker: metrics.ReplyTracker,
+) -> None:
+    message, turns, conversation_options = reading  # the watcher beats from below
     if message is None:  # already ended (stopped while queued, or swept)
         return
     try:
@@ -289,14 +298,18 @@ class _ReplyState:
             offset = len(self.text)
             self.text += chunk
             self.last_flush = time.monotonic()
-            # State first, then the delta: a subscriber's snapshot can never miss a delta.
+            # The state and the delta together (two Redis round trips at once): a socket that
+            # finds a gap before this delta reads the state for it, and that part was stored
+            # by an earlier flush, which finished before this one began.
             # With the layer (Redis) away, generation goes on; the text is kept and saved.
-            await quietly(streams.set_text(self.job.message, self.text))
-            await quietly(
-                self.layer.group_send(
-                    streams.conversation_group(self.job.conversation),
-                    streams.delta_frame(self.job.conversation, self.job.message, offset, chunk),
-                )
+            await asyncio.gather(
+                quietly(streams.set_text(self.job.message, self.text)),
+                quietly(
+                    self.layer.group_send(
+                        streams.conversation_group(self.job.conversation),
+                        streams.delta_frame(self.job.conversation, self.job.message, offset, chunk),
+                    )
+                ),
             )
             if time.monotonic() - self.last_db >= DB_FLUSH_INTERVAL and (
                 self._saving is None or self._saving.done()

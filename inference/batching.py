@@ -429,13 +429,13 @@ class Scheduler:
         the one at fault fails (the rows step next time; a fault of theirs fails them then)."""
         from inference import mixed
 
+        slots = self.cache if rows else None  # in mixed steps, the batch's cache is Slots
         try:
             logits, step = mixed.forward(
                 self.loaded.model,
                 tokens=[s.last for s in rows],
                 positions=[s.length - 1 for s in rows],
-                cache=[(layer.keys, layer.values) for layer in self.cache.layers] if rows else None,
-                mask=self.mask if rows else None,
+                slots=slots,
                 prompts=[s.prompt_ids for s in new],
             )
             tokens = self._pick([*rows, *new], logits)
@@ -449,10 +449,8 @@ class Scheduler:
                     self._mixed_step([], [seq])
             return
         self.max_group = max(self.max_group, len(new))
-        if rows:
-            self.cache = _Cache(step.rows_kv[i] for i in range(len(step.rows_kv)))
-            ones = self.mask.new_ones((len(rows), 1))
-            self.mask = _cat([self.mask, ones], dim=1)
+        if slots is not None:
+            slots.advance()
             self.steps += 1
             for seq, token in zip(rows, tokens, strict=False):
                 if seq.req.cancel.is_set():  # stopped during this step: its token is not sent
@@ -462,7 +460,14 @@ class Scheduler:
         if new:
             for seq, token in zip(new, tokens[len(rows) :], strict=True):
                 seq.accept(token)
-            self._join(new, *_prompt_cache(new, step))
+            going = [i for i, seq in enumerate(new) if not seq.done]
+            if going:
+                if self.cache is None:
+                    self.cache = mixed.Slots(len(step.prompt_kv))
+                kept = {layer: [kv[i] for i in going] for layer, kv in step.prompt_kv.items()}
+                self.cache.add(kept, [len(new[i].prompt_ids) for i in going])
+                self.seqs.extend(new[i] for i in going)
+                self.max_seen = max(self.max_seen, len(self.seqs))
         self._drop_cancelled()
 
     def _join(self, seqs: list[_Seq], cache: Any, mask: Any) -> None:
@@ -543,6 +548,7 @@ class Scheduler:
         return tokens
 
     def _drop_cancelled(self) -> None:
+        """End the rows stopped meanwhile, and drop every ended row from the batch."""
         for seq in self.seqs:
             if not seq.done and seq.req.cancel.is_set():
                 seq.finish("cancelled")
@@ -552,6 +558,13 @@ class Scheduler:
         if not keep:
             self.cache = self.mask = None
             self.seqs = []
+            return
+        if self.mixed:  # Slots: the last row takes each leaving row's place
+            for row in reversed(range(len(self.seqs))):
+                if self.seqs[row].done:
+                    self.cache.remove(row)
+                    self.seqs[row] = self.seqs[-1]
+                    self.seqs.pop()
             return
         self.mask = _keep_rows(self.cache, self.mask, keep)
         self.seqs = [self.seqs[i] for i in keep]
@@ -580,54 +593,6 @@ class Scheduler:
             for seq in self.seqs:
                 seq.finish("error", error_code="internal", error=_failure(exc))
         self.seqs, self.cache, self.mask = [], None, None
-
-
-class _KV:
-    """One layer of the batch's cache in mixed steps: its keys and values."""
-
-    __slots__ = ("keys", "values")
-
-    def __init__(self, keys: Any, values: Any) -> None:
-        self.keys, self.values = keys, values
-
-
-class _Cache:
-    """The batch's cache in mixed steps: plain tensors per layer (shaped like the model's
-    own ``DynamicCache``, so joining, trimming and dropping rows work on both)."""
-
-    def __init__(self, pairs: Any) -> None:
-        self.layers = [_KV(keys, values) for keys, values in pairs]
-
-
-def _cat(tensors: list[Any], dim: int) -> Any:
-    import torch
-
-    return torch.cat(tensors, dim=dim)
-
-
-def _prompt_cache(seqs: list[_Seq], step: Any) -> tuple[_Cache, Any]:
-    """The new prompts' keys and values from a mixed step, left-padded to the longest, and
-    their mask: the shape ``_join`` merges into the batch."""
-    import torch
-    import torch.nn.functional as F
-
-    width = max(len(s.prompt_ids) for s in seqs)
-
-    def pad(tensor: Any) -> Any:
-        return F.pad(tensor, (0, 0, width - tensor.shape[2], 0))
-
-    pairs = [
-        (
-            torch.cat([pad(k) for k, _ in step.prompt_kv[layer]]),
-            torch.cat([pad(v) for _, v in step.prompt_kv[layer]]),
-        )
-        for layer in range(len(step.prompt_kv))
-    ]
-    device = pairs[0][0].device
-    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
-    for row, seq in enumerate(seqs):
-        mask[row, width - len(seq.prompt_ids) :] = 1
-    return _Cache(pairs), mask
 
 
 def _fail(seq: _Seq, exc: Exception) -> None:

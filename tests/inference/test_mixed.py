@@ -50,32 +50,76 @@ def test_a_mixed_step_gives_the_model_s_own_logits(tiny: dict[str, Path], arch: 
     assert mixed.install(model, tok)
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS[:3]]
     with torch.inference_mode():
-        logits, step = mixed.forward(
-            model, tokens=[], positions=[], cache=None, mask=None, prompts=ids
-        )
+        logits, step = mixed.forward(model, tokens=[], positions=[], slots=None, prompts=ids)
         picks = logits.argmax(-1).tolist()
-        width = max(map(len, ids))
-        cache = [
-            (
-                torch.cat([mixed._left_pad(k, width) for k, _ in step.prompt_kv[i]]),
-                torch.cat([mixed._left_pad(v, width) for _, v in step.prompt_kv[i]]),
-            )
-            for i in range(model.config.num_hidden_layers)
-        ]
-        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        slots = mixed.Slots(model.config.num_hidden_layers)
+        slots.add(step.prompt_kv, [len(i) for i in ids])
         new = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS[3:]] + [[5, 6, 7]]
         logits, _ = mixed.forward(
             model,
             tokens=picks,
             positions=[len(i) for i in ids],
-            cache=cache,
-            mask=mask,
+            slots=slots,
             prompts=new,
         )
         wanted = [[*i, p] for i, p in zip(ids, picks, strict=True)] + new
         for got, sequence in zip(logits, wanted, strict=True):
             own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
             assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+
+
+def test_slots_keep_every_row_s_tokens_through_joins_leaves_and_growth() -> None:
+    """Rows of random lengths join, decode, leave (the last row moving into the gap) and the
+    buffers grow past their capacity: every row always reads exactly its own keys, in order,
+    ending at the shared column, with padding masked."""
+    import random
+
+    import torch
+
+    rng = random.Random(7)
+    slots = mixed.Slots(2)
+    rows: list[list[float]] = []  # what each row must hold, oldest first
+    counter = iter(range(1, 10**6))
+
+    def kv(values: list[float]) -> tuple[Any, Any]:
+        t = torch.tensor(values, dtype=torch.float32).view(1, 1, -1, 1).expand(1, 2, -1, 3)
+        return t.clone(), -t.clone()
+
+    for _ in range(300):
+        action = rng.random()
+        if action < 0.3 or not rows:  # one to three prompts join, some longer than the width
+            lengths = [rng.choice([1, 5, 40, 300]) for _ in range(rng.randint(1, 3))]
+            prompts = [[float(next(counter)) for _ in range(n)] for n in lengths]
+            slots.add({layer: [kv(p) for p in prompts] for layer in (0, 1)}, lengths)
+            rows.extend(prompts)
+        elif action < 0.5:  # one leaves
+            row = rng.randrange(len(rows))
+            slots.remove(row)
+            rows[row] = rows[-1]
+            rows.pop()
+            if not rows:
+                slots = mixed.Slots(2)
+        else:  # a decode step
+            slots.reserve()
+            column = [float(next(counter)) for _ in rows]
+            new = torch.tensor(column).view(-1, 1, 1, 1).expand(-1, 2, 1, 3)
+            for layer in (0, 1):
+                slots.append(layer, new, -new)
+            slots.advance()
+            for held, value in zip(rows, column, strict=True):
+                held.append(value)
+        assert slots.rows == len(rows)
+        if not rows:
+            continue
+        slots.reserve()
+        mask = slots.mask()[:, 0, 0, :-1]  # the live columns, without the next step's
+        keys = slots.keys[1][: slots.rows, 0, slots.lo : slots.end, 0]
+        for r, held in enumerate(rows):
+            assert mask[r].tolist() == [False] * (mask.shape[1] - len(held)) + [True] * len(held)
+            assert keys[r, mask[r]].tolist() == held
+            assert slots.values[0][r, 1, slots.end - len(held) : slots.end, 2].tolist() == [
+                -v for v in held
+            ]
 
 
 def test_the_model_s_own_forward_is_unchanged_after_install(tiny: dict[str, Path]) -> None:

@@ -91,6 +91,37 @@ def test_postgres_url_uses_psycopg(tmp_path: Path) -> None:
     )
 
 
+def test_postgres_connections_come_from_a_checked_pool(tmp_path: Path) -> None:
+    url = "postgres://u:p@db.example:5433/stellar"
+    cfg = load(tmp_path, DJANGO_DEBUG="1", DATABASE_URL=url)
+    assert cfg.database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 10, "timeout": 10}
+    assert cfg.database["CONN_MAX_AGE"] == 0 and cfg.database["CONN_HEALTH_CHECKS"]
+    small = load(tmp_path, DJANGO_DEBUG="1", DATABASE_URL=url, DJANGO_DB_POOL_SIZE="1")
+    assert small.database["OPTIONS"]["pool"]["max_size"] == 1
+    assert small.database["OPTIONS"]["pool"]["min_size"] == 1
+    off = load(tmp_path, DJANGO_DEBUG="1", DATABASE_URL=url, DJANGO_DB_POOL_SIZE="0")
+    assert "pool" not in off.database["OPTIONS"]
+    # Persistent connections asked for by name replace the pool (Django refuses both).
+    kept = load(tmp_path, DJANGO_DEBUG="1", DATABASE_URL=url, DJANGO_CONN_MAX_AGE="60")
+    assert "pool" not in kept.database["OPTIONS"] and kept.database["CONN_MAX_AGE"] == 60
+    for bad in ("-1", "ten", "1.5"):
+        with pytest.raises(ConfigError, match="DJANGO_DB_POOL_SIZE"):
+            load(tmp_path, DJANGO_DEBUG="1", DATABASE_URL=url, DJANGO_DB_POOL_SIZE=bad)
+
+
+def test_sqlite_connections_are_kept(tmp_path: Path) -> None:
+    assert load(tmp_path, DJANGO_DEBUG="1").database["CONN_MAX_AGE"] is None
+    sqlite = load(tmp_path, DJANGO_DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite3")
+    assert sqlite.database["CONN_MAX_AGE"] is None and "pool" not in sqlite.database["OPTIONS"]
+
+
+def test_the_model_process_is_on_unless_switched_off(tmp_path: Path) -> None:
+    assert load(tmp_path, DJANGO_DEBUG="1").model_process is True
+    assert load(tmp_path, DJANGO_DEBUG="1", STELLARCHAT_MODEL_PROCESS="0").model_process is False
+    with pytest.raises(ConfigError, match="STELLARCHAT_MODEL_PROCESS"):
+        load(tmp_path, DJANGO_DEBUG="1", STELLARCHAT_MODEL_PROCESS="thread")
+
+
 def test_sqlite_url_keeps_the_embedded_tuning(tmp_path: Path) -> None:
     cfg = load(tmp_path, DJANGO_DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite3")
     assert cfg.database["NAME"] == f"{tmp_path}/x.sqlite3"
