@@ -638,3 +638,27 @@ async def test_a_reply_queued_past_the_timeout_ends_as_busy_and_loses_nothing(
     assert len(reply_text(long_reply).split()) >= 50
     await busy.close()
     await waiting.close()
+
+
+async def test_a_reply_s_frames_never_wait_for_the_database_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """channels hops to the database thread before every message a consumer handles; a reply's
+    deltas (many a second for every socket) must not queue behind database work there. The
+    chat consumer's own database calls still close stale connections (database_sync_to_async)."""
+    import inspect
+
+    import channels.consumer
+
+    hops = []  # the consumer classes that hopped
+
+    async def counted() -> None:
+        hops.append(type(inspect.stack()[1].frame.f_locals["self"]).__name__)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    user = await make_user("nohop")
+    sock = await connect(user)
+    frames = await chat(sock, "[[slow 5]] [[long 40]]")
+    assert len([f for f in frames if f["type"] == "stream.delta"]) > 1
+    assert hops == ["InferenceConsumer"]  # the embedded worker taking the job; no socket
+    await sock.close()

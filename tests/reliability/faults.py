@@ -135,6 +135,11 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
+    @property
+    def label(self) -> str:
+        """How its processes keep PostgreSQL connections (for the matrix's rows)."""
+        return "persistent connections" if self.env.get("DJANGO_CONN_MAX_AGE") else "pooled"
+
     # --- processes ---------------------------------------------------------------------
 
     def start_redis(self) -> None:

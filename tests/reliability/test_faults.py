@@ -48,21 +48,38 @@ def env(tmp: Any, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # Persistent database connections: the harder case for row 3 (a cut connection would be
-    # reused unless Django notices it).
-    extra = {"DJANGO_CONN_MAX_AGE": "60"}
-    with faults.production(env(tmp_path_factory.mktemp("faults"), **extra)) as stack:
+    """Default settings: PostgreSQL through each process's connection pool."""
+    with faults.production(env(tmp_path_factory.mktemp("faults"))) as stack:
         yield stack
+
+
+@pytest.fixture(scope="module")
+def persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Django's persistent connections instead (an operator's choice): for rows 3 and 3b, a
+    cut connection would be reused unless Django notices it."""
+    extra = {"DJANGO_CONN_MAX_AGE": "60"}
+    with faults.production(env(tmp_path_factory.mktemp("persistent"), **extra)) as stack:
+        yield stack
+
+
+def _whole(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    stack.ensure()
+    failed = request.session.testsfailed
+    yield stack
+    if request.session.testsfailed > failed:
+        print(stack.logs(), file=sys.stderr)
 
 
 @pytest.fixture
 def stack(production: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
     """The shared deployment, whole again whatever an earlier row broke; logs on failure."""
-    production.ensure()
-    failed = request.session.testsfailed
-    yield production
-    if request.session.testsfailed > failed:
-        print(production.logs(), file=sys.stderr)
+    yield from _whole(production, request)
+
+
+@pytest.fixture(params=["pool", "persistent"])
+def db_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """Rows about database connections run with both ways of keeping them."""
+    yield from _whole(request.getfixturevalue(request.param.replace("pool", "production")), request)
 
 
 async def start_reply(stack: Stack, name: str) -> tuple[str, LiveSocket, list[dict[str, Any]]]:
@@ -209,8 +226,9 @@ async def test_2_redis_restarted_mid_reply(stack: Stack) -> None:
     await ws.close()
 
 
-async def test_3_database_connections_cut_mid_reply(stack: Stack) -> None:
-    row = Row("3 PostgreSQL backends terminated")
+async def test_3_database_connections_cut_mid_reply(db_stack: Stack) -> None:
+    stack = db_stack
+    row = Row(f"3 PostgreSQL backends terminated ({stack.label})")
     _, ws, head = await start_reply(stack, "row3")
     conversation = head[0]["conversation"]
     cut = 0
@@ -235,9 +253,10 @@ async def test_3_database_connections_cut_mid_reply(stack: Stack) -> None:
     await ws.close()
 
 
-async def test_3b_database_connection_cut_during_the_final_save(stack: Stack) -> None:
+async def test_3b_database_connection_cut_during_the_final_save(db_stack: Stack) -> None:
     """The cut lands exactly on the reply's final save (held on a row lock until then)."""
-    row = Row("3b PostgreSQL backend cut during the final save")
+    stack = db_stack
+    row = Row(f"3b PostgreSQL backend cut during the final save ({stack.label})")
     cookie = await asyncio.to_thread(signup, stack.url, "row3b")
     ws = await LiveSocket.open(stack.url, cookie)
     short = 60  # words; ends before the first save of the text so far (every 2 s)
@@ -266,6 +285,24 @@ async def test_3b_database_connection_cut_during_the_final_save(stack: Stack) ->
     await answered(ws)
     row.back_s = time.monotonic() - back
     row.outcome = f"complete ({cut} connections cut, the save retried)"
+    row.report()
+    await ws.close()
+
+
+async def test_3c_database_restart_between_messages(db_stack: Stack) -> None:
+    """Every connection cut once while idle (a restart or failover): the next message is
+    answered, and how soon is reported (the pool must not sit on its dead connections)."""
+    stack = db_stack
+    row = Row(f"3c PostgreSQL restart between messages ({stack.label})")
+    cookie = await asyncio.to_thread(signup, stack.url, "row3c")
+    ws = await LiveSocket.open(stack.url, cookie)
+    await answered(ws, "before")
+    cut = await asyncio.to_thread(stack.terminate_db_backends)
+    assert cut > 0
+    back = time.monotonic()
+    await answered(ws, "after")
+    row.back_s = time.monotonic() - back
+    row.outcome = f"answered ({cut} connections cut)"
     row.report()
     await ws.close()
 
