@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,6 +53,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--sustained",
+        type=float,
+        default=6.0,
+        help="seconds of the sustained comparison (0: skip it)",
+    )
     args = parser.parse_args()
 
     import django
@@ -71,7 +78,7 @@ def main() -> None:
     single._loaded = separate._loaded = loaded  # one model in memory, three schedulers
     model, tokenizer = loaded.model, loaded.tokenizer
     # Every engine must generate exactly --tokens tokens: suppress end-of-sequence.
-    loaded.eos_ids = frozenset()
+    real_eos, loaded.eos_ids = loaded.eos_ids, frozenset()
     texts = prompts(args.streams)
     ids = [
         build_prompt(tokenizer, [{"role": "user", "content": t}], budget=1024).ids for t in texts
@@ -126,8 +133,13 @@ def main() -> None:
     )
 
     def continuous() -> int:
-        with torch.inference_mode():
-            out = model.generate_batch(inputs=ids, generation_config=cb_config)
+        implementation = model.config._attn_implementation
+        model.set_attn_implementation("sdpa")  # what continuous batching accepts on a CPU
+        try:
+            with torch.inference_mode():
+                out = model.generate_batch(inputs=ids, generation_config=cb_config)
+        finally:
+            model.set_attn_implementation(implementation)
         return sum(len(o.generated_tokens) for o in out.values())
 
     def static(compiled: bool = False) -> Callable[[], int]:
@@ -185,6 +197,63 @@ def main() -> None:
         if name in failures:
             print(f"{name:<24} {'failed':>10}  {failures[name]}")
             continue
+        rate = statistics.median(values)
+        print(f"{name:<24} {rate:>10.0f} {rate / base:>8.2f}")
+    if args.sustained:
+        sustained(args, [single, batched, separate], texts, real_eos)
+
+
+def sustained(
+    args: argparse.Namespace, backends: list[Any], texts: list[str], eos_ids: frozenset[int]
+) -> None:
+    """Requests arriving while others generate, as on a busy server: ``--streams`` clients
+    each send their next request the moment their reply ends (sampled, replies of every
+    length, end-of-sequence allowed); generated tokens/s over ``--sustained`` seconds. This is
+    where mixed steps matter: a prompt joins every few steps instead of all at once."""
+    from inference.options import GenerationOptions
+
+    backends[0]._loaded.eos_ids = eos_ids  # replies end by themselves here
+
+    def run(backend: Any, streams: int) -> float:
+        stop = time.perf_counter() + args.sustained
+        counts: list[int] = []
+
+        def client(i: int) -> None:
+            k = 0
+            while time.perf_counter() < stop:
+                options = GenerationOptions(
+                    temperature=0.8, top_p=0.95, max_new_tokens=128, seed=97 * k + i
+                )
+                k += 1
+                turns = [{"role": "user", "content": texts[i % len(texts)]}]
+                for item in backend.stream(turns, options):
+                    if not isinstance(item, str):
+                        counts.append(item.completion_tokens)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(counts) / (time.perf_counter() - started)
+
+    rates: dict[str, list[float]] = {
+        "alone (1 client)": [],
+        "ours": [],
+        "ours, separate prefill": [],
+    }
+    for _ in range(args.repeats):
+        rates["alone (1 client)"].append(run(backends[0], 1))
+        rates["ours"].append(run(backends[1], args.streams))
+        rates["ours, separate prefill"].append(run(backends[2], args.streams))
+    print(
+        f"\nsustained: {args.streams} clients, each sending again as its reply ends, "
+        f"{args.sustained:g} s, sampled (temperature 0.8, top-p 0.95), replies end by themselves"
+    )
+    base = statistics.median(rates["alone (1 client)"])
+    print(f"{'engine':<24} {'tokens/s':>10} {'x alone':>8}")
+    for name, values in rates.items():
         rate = statistics.median(values)
         print(f"{name:<24} {rate:>10.0f} {rate / base:>8.2f}")
 

@@ -1,11 +1,12 @@
 """Batched decoding: replies generating at the same time share the model's decode steps.
 
-One ``Scheduler`` per loaded model runs on the process's inference thread. Between two decode
-steps, new requests join (prefilled together in groups of similar prompt length, their KV cache
-left-padded into the batch) and finished, stopped or failed ones leave (their rows dropped,
-common padding trimmed). Every
-request keeps its own sampler (temperature, top-k/p, seed), stop strings, token budget and
-cancel signal; one failing request never ends the others.
+One ``Scheduler`` per loaded model runs on the process's inference thread. New requests join
+the batch inside its next decode step (mixed steps, ``inference.mixed``, for Llama-family
+models: their prompts are read in the same forward, into a preallocated cache), or, for other
+models, between two decode steps (prefilled together in groups of similar prompt length, their
+KV cache left-padded into the batch); finished, stopped or failed ones leave. Every request
+keeps its own sampler (temperature, top-k/p, seed), stop strings, token budget and cancel
+signal; one failing request never ends the others.
 
 Why our own scheduler rather than transformers' ``generate_batch`` / continuous batching:
 measured on this project's CPU machine (PITFALLS.md), ``transformers serve`` with continuous
@@ -237,13 +238,16 @@ class Scheduler:
         *,
         max_batch: int,
         after_step: Callable[[], None] | None = None,
-        mixed: bool = True,
+        mixed: bool = False,
     ) -> None:
         self.loaded = loaded
         self.max_batch = max(1, max_batch)
-        # Mixed steps (new prompts inside decode steps, ``inference.mixed``): None until the
-        # first run tries them on the inference thread, False when off or not supported.
-        self.mixed: bool | None = None if mixed else False
+        # Mixed steps (new prompts inside decode steps, ``inference.mixed``): only for a model
+        # that passed their self-check at load.
+        self.mixed = mixed
+        # Whether rows can share a batch: the first prefill tells (a plain DynamicCache can);
+        # with mixed steps the batch's cache is ours.
+        self.can_batch: bool | None = True if mixed else None
         # Called after every step (and when the loop goes idle): a host that ships the
         # step's emitted items elsewhere in one piece (the model process) flushes here.
         self.after_step = after_step
@@ -264,7 +268,6 @@ class Scheduler:
         self.seqs: list[_Seq] = []
         self.cache: Any = None
         self.mask: Any = None  # [batch, cache length] 1 = real token, 0 = left padding
-        self.can_batch: bool | None = None  # known after the first prefill
         self.steps = 0
         self.max_seen = 0  # most rows in the batch at once
         self.max_group = 0  # most prompts prefilled in one forward
@@ -288,8 +291,6 @@ class Scheduler:
                 if not self.pending and not self.seqs:
                     self.running = False
                     break
-            if self.mixed is None:
-                self.mixed = self._try_mixed()
             try:
                 with torch.inference_mode():
                     if self.mixed:
@@ -309,18 +310,6 @@ class Scheduler:
         if self.can_batch is False:
             return 0 if self.seqs else 1
         return self.max_batch - len(self.seqs)
-
-    def _try_mixed(self) -> bool:
-        from inference import mixed
-
-        try:
-            ok = mixed.install(self.loaded.model, self.loaded.tokenizer)
-        except Exception:  # never worse than the model's own forward
-            logger.exception("mixed steps could not be set up; separate prefill steps")
-            return False
-        if ok:
-            self.can_batch = True  # the batch's cache is ours: plain tensors per layer
-        return ok
 
     def _admit(self) -> None:
         """Take queued requests into the batch, prefilled together in groups of similar
@@ -452,7 +441,7 @@ class Scheduler:
         if slots is not None:
             slots.advance()
             self.steps += 1
-            for seq, token in zip(rows, tokens, strict=False):
+            for seq, token in zip(rows, tokens[: len(rows)], strict=True):
                 if seq.req.cancel.is_set():  # stopped during this step: its token is not sent
                     seq.finish("cancelled")
                 else:

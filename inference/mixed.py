@@ -291,6 +291,8 @@ def install(model: Any, tokenizer: Any) -> bool:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+    if model.config._attn_implementation == NAME:
+        return True  # installed (and checked) already
     reason = supported(model)
     if reason is None and model.config._attn_implementation != "sdpa":
         reason = f"it uses {model.config._attn_implementation!r} attention, not sdpa"

@@ -43,6 +43,7 @@ class Loaded:
     template: str | None  # None: the tokenizer's own
     name: str
     load_seconds: float
+    mixed: bool = False  # takes mixed steps (inference.mixed): checked once, at load
 
 
 def cpu_threads() -> int:
@@ -255,8 +256,12 @@ class TransformersBackend:
             context_length=_context_length(model, tokenizer),
             template=template,
             name=self.display_name,
-            load_seconds=time.monotonic() - started,
+            load_seconds=0.0,
+            # Part of loading (its self-check runs the model a few times): not on the first
+            # reply's time to first token.
+            mixed=self.mixed and _mixed_steps(model, tokenizer),
         )
+        loaded.load_seconds = time.monotonic() - started
         from stellarchat import metrics  # Django-side, so not at this module's import
 
         metrics.model_loaded(loaded.load_seconds)
@@ -393,9 +398,22 @@ class TransformersBackend:
         with self._load_lock:
             if self._batcher is None or self._batcher.loaded is not loaded:
                 self._batcher = Scheduler(
-                    loaded, max_batch=self.max_batch, after_step=self.after_step, mixed=self.mixed
+                    loaded,
+                    max_batch=self.max_batch,
+                    after_step=self.after_step,
+                    mixed=self.mixed and loaded.mixed,
                 )
             return self._batcher
+
+
+def _mixed_steps(model: Any, tokenizer: Any) -> bool:
+    from inference import mixed
+
+    try:
+        return mixed.install(model, tokenizer)
+    except Exception:  # never worse than the model's own forward
+        logger.exception("mixed steps could not be set up; separate prefill steps")
+        return False
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -28,11 +28,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {arch: tinymodels.build(root / arch, arch) for arch in ("llama", "qwen2", "gpt2")}
 
 
-def loaded(path: Path) -> Any:
-    return TransformersBackend(str(path), device="cpu").load()
+def loaded(path: Path, *, mixed: bool = True) -> Any:
+    return TransformersBackend(str(path), device="cpu", mixed=mixed).load()
 
 
 def test_llama_family_models_are_supported_and_others_are_not(tiny: dict[str, Path]) -> None:
+    assert loaded(tiny["llama"]).mixed and not loaded(tiny["gpt2"]).mixed  # checked at load
     assert mixed.supported(loaded(tiny["llama"]).model) is None
     assert mixed.supported(loaded(tiny["qwen2"]).model) is None
     assert mixed.supported(loaded(BUNDLED).model) is None
@@ -125,7 +126,8 @@ def test_slots_keep_every_row_s_tokens_through_joins_leaves_and_growth() -> None
 def test_the_model_s_own_forward_is_unchanged_after_install(tiny: dict[str, Path]) -> None:
     import torch
 
-    state = loaded(tiny["llama"])
+    state = loaded(tiny["llama"], mixed=False)
+    assert state.model.config._attn_implementation == "sdpa" and not state.mixed
     inputs = torch.tensor([[5, 9, 13, 21, 7]])
     with torch.inference_mode():
         before = state.model(input_ids=inputs).logits
