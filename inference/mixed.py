@@ -74,7 +74,17 @@ class Slots:
             : self.rows, :, self.lo : self.end + 1
         ]
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the buffers."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
     # --- changing ---------------------------------------------------------------------------
+
+    def empty(self) -> Slots:
+        """No rows any more; the buffers stay for the next ones."""
+        self.rows, self.first, self.lo = 0, [], self.end
+        return self
 
     def advance(self) -> None:
         """A decode step succeeded: its column is part of every row now."""

@@ -22,6 +22,7 @@ The child ends when its stdin closes: its parent is gone (exited, or killed with
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -117,6 +118,9 @@ class Host:
         except BackendError as exc:
             self.post(0, "load_failed", (exc.code, str(exc)))
         else:
+            # The model, torch and transformers stay for the process's life: out of the
+            # collector's sight, a full collection no longer pauses decoding for 100-200 ms.
+            gc.freeze()
             self.post(0, "loaded", loaded.load_seconds)
         self.flush()
 
