@@ -25,7 +25,9 @@ the slowest reply of all repetitions.
 Every level (1, 2, 4, 8, 16, 32 conversations) runs ``--repeats`` times, levels interleaved
 across repetitions so machine noise spreads evenly; the aggregate is the median over
 repetitions. ``--compare-unbatched`` starts a second server with STELLARCHAT_MAX_BATCH=1,
-``--baseline DIR`` one from another checkout of the project (e.g. ``git worktree add
+``--compare-thread`` one with the model on a thread of the web process instead of its own
+process (``STELLARCHAT_MODEL_PROCESS=0``), ``--baseline DIR`` one from another checkout of the
+project (e.g. ``git worktree add
 /tmp/before <commit>``: "before" and "after" side by side); each runs the same sweep in the same
 run, each (repetition, level) right after the first server's, and the ratios per level are
 printed. Goal (N=16): aggregate >= 6x one conversation alone, slowest reply >= half the median.
@@ -158,6 +160,7 @@ class Server:
         stack: ExitStack,
         omp_threads: int | None,
         root: Path = ROOT,
+        model_process: bool = True,
     ) -> None:
         self.label = label
         data = tempfile.mkdtemp(prefix=f"stellarchat-bench-{label}-")
@@ -169,6 +172,7 @@ class Server:
             "STELLARCHAT_RATE_LIMIT_PER_MINUTE": "0",
             "STELLARCHAT_MAX_CONCURRENT_STREAMS": "0",
             "STELLARCHAT_MAX_BATCH": str(max_batch),
+            "STELLARCHAT_MODEL_PROCESS": "1" if model_process else "0",
             "HF_HUB_OFFLINE": "1",
         }
         if omp_threads:  # torch's intra-op threads (unset: torch's default, one per core)
@@ -411,6 +415,11 @@ def main() -> None:
         help="also run the sweep on a second server with STELLARCHAT_MAX_BATCH=1",
     )
     parser.add_argument(
+        "--compare-thread",
+        action="store_true",
+        help="also run the sweep with the model on a thread (STELLARCHAT_MODEL_PROCESS=0)",
+    )
+    parser.add_argument(
         "--omp-threads",
         type=int,
         default=None,
@@ -448,6 +457,10 @@ def main() -> None:
         servers = [Server("batched", args.max_batch, stack, args.omp_threads)]
         if args.compare_unbatched:
             servers.append(Server("unbatched", 1, stack, args.omp_threads))
+        if args.compare_thread:
+            servers.append(
+                Server("thread", args.max_batch, stack, args.omp_threads, model_process=False)
+            )
         if args.baseline:
             base_root = args.baseline.resolve()
             servers.append(
@@ -468,6 +481,13 @@ def main() -> None:
         print("\ngain of batching, aggregate batched / unbatched:")
         for b, u in zip(batched, unbatched, strict=True):
             print(f"  N={b.n:<3} {b.aggregate / u.aggregate:5.2f}x")
+    if "thread" in by_label:
+        report(
+            "model on a thread of the web process (STELLARCHAT_MODEL_PROCESS=0)", by_label["thread"]
+        )
+        print("\nmodel process / model on a thread, aggregate per level:")
+        for a, b in zip(batched, by_label["thread"], strict=True):
+            print(f"  N={a.n:<3} {a.aggregate / b.aggregate:5.2f}x")
     if "baseline" in by_label:
         before = by_label["baseline"]
         before_base = report(f"baseline {args.baseline}", before)
