@@ -191,14 +191,7 @@ def main() -> None:
         f"\n{args.streams} streams x {args.tokens} tokens, bundled model, CPU, "
         f"{torch.get_num_threads()} torch threads, load {os.getloadavg()[0]:.2f}\n"
     )
-    base = statistics.median(rates["alone"])
-    print(f"{'engine':<24} {'tokens/s':>10} {'x alone':>8}")
-    for name, values in rates.items():
-        if name in failures:
-            print(f"{name:<24} {'failed':>10}  {failures[name]}")
-            continue
-        rate = statistics.median(values)
-        print(f"{name:<24} {rate:>10.0f} {rate / base:>8.2f}")
+    table(rates, "alone", failures)
     if args.sustained:
         sustained(args, [single, batched, separate], texts, real_eos)
 
@@ -251,9 +244,17 @@ def sustained(
         f"\nsustained: {args.streams} clients, each sending again as its reply ends, "
         f"{args.sustained:g} s, sampled (temperature 0.8, top-p 0.95), replies end by themselves"
     )
-    base = statistics.median(rates["alone (1 client)"])
+    table(rates, "alone (1 client)", {})
+
+
+def table(rates: dict[str, list[float]], alone: str, failures: dict[str, str]) -> None:
+    """Median tokens/s of each engine and its ratio to ``alone``."""
+    base = statistics.median(rates[alone])
     print(f"{'engine':<24} {'tokens/s':>10} {'x alone':>8}")
     for name, values in rates.items():
+        if name in failures:
+            print(f"{name:<24} {'failed':>10}  {failures[name]}")
+            continue
         rate = statistics.median(values)
         print(f"{name:<24} {rate:>10.0f} {rate / base:>8.2f}")
 

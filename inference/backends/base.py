@@ -11,8 +11,9 @@ and a one-line, actionable ``error`` message, so the caller always gets a define
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
@@ -87,3 +88,77 @@ def validate_turns(turns: Sequence[Turn]) -> None:
             raise BackendError(f"malformed turn: {turn!r:.80}", code="internal")
     if turns[-1]["role"] != "user":
         raise BackendError("the last turn must be the user's", code="internal")
+
+
+class CallbackStreams:
+    """``stream`` and ``astream`` for backends that take a request with a callback
+    (``_submit(turns, options, cancel, emit, on_start=...)``, ``emit`` called from another
+    thread with each delta and last the ``Result``): the batched transformers backend and its
+    model-process twin. Leaving either stream early sets the request's cancel signal."""
+
+    def _submit(
+        self,
+        turns: Sequence[Turn],
+        options: GenerationOptions,
+        cancel: threading.Event,
+        emit: Callable[[StreamItem], None],
+        *,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    async def _before_submit(self) -> None:
+        """Runs on the event loop before ``astream`` submits (a lazy model load, say)."""
+
+    def stream(
+        self,
+        turns: Sequence[Turn],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamItem]:
+        """Blocking view (scripts, tests)."""
+        items: queue.SimpleQueue[StreamItem] = queue.SimpleQueue()
+        cancel = cancel or threading.Event()
+        try:
+            self._submit(turns, options, cancel, items.put)
+            while True:
+                item = items.get()
+                yield item
+                if isinstance(item, Result):
+                    return
+        finally:
+            cancel.set()  # left early: the request is dropped at its next step
+
+    async def astream(
+        self,
+        turns: Sequence[Turn],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+        *,
+        on_start: Callable[[], None] | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """Deltas as they are generated, one loop wake-up per batch of them
+        (``runner.Inbox``). ``on_start`` is called (off the loop) when the request leaves the
+        queue for the batch, so time spent waiting for a place never counts as a stall."""
+        import asyncio
+
+        from inference.runner import inbox as loop_inbox
+
+        items: asyncio.Queue[StreamItem] = asyncio.Queue()
+        cancel = cancel or threading.Event()
+        inbox = loop_inbox(asyncio.get_running_loop())
+
+        def emit(item: StreamItem) -> None:
+            if not inbox.post(items, item):  # the loop is gone: nobody listens any more
+                cancel.set()
+
+        try:
+            await self._before_submit()
+            self._submit(turns, options, cancel, emit, on_start=on_start)
+            while True:
+                item = await items.get()
+                yield item
+                if isinstance(item, Result):
+                    return
+        finally:
+            cancel.set()

@@ -17,12 +17,18 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.backends.base import BackendError, Result, StreamItem, Turn, validate_turns
+from inference.backends.base import (
+    BackendError,
+    CallbackStreams,
+    Result,
+    Turn,
+    validate_turns,
+)
 from inference.batching import Request, Scheduler
 from inference.options import GenerationOptions
 from inference.prompt import FALLBACK_CHAT_TEMPLATE
@@ -103,7 +109,7 @@ def pick_device_and_dtype(device: str, dtype: str) -> tuple[str, Any, bool]:
     return device, chosen, multi_gpu
 
 
-class TransformersBackend:
+class TransformersBackend(CallbackStreams):
     """Streams replies from a local (or hub) causal LM."""
 
     name = "transformers"
@@ -295,65 +301,14 @@ class TransformersBackend:
 
     # --- generation ----------------------------------------------------------------------
 
-    def stream(
-        self,
-        turns: Sequence[Turn],
-        options: GenerationOptions,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[StreamItem]:
-        """Blocking view (scripts, tests): the same batched scheduler as ``astream``."""
-        import queue
+    async def _before_submit(self) -> None:
+        if self._loaded is None:
+            # Load on the inference thread, so torch state stays there; a failure is
+            # reported by _submit, as the stream's ending.
+            from inference.runner import run_on_inference_thread
 
-        items: queue.Queue[StreamItem] = queue.Queue()
-        cancel = cancel or threading.Event()
-        try:
-            self._submit(turns, options, cancel, items.put)
-            while True:
-                item = items.get()
-                yield item
-                if isinstance(item, Result):
-                    return
-        finally:
-            cancel.set()  # left early: the scheduler drops the request at its next step
-
-    async def astream(
-        self,
-        turns: Sequence[Turn],
-        options: GenerationOptions,
-        cancel: threading.Event | None = None,
-        *,
-        on_start: Any = None,
-    ) -> AsyncIterator[StreamItem]:
-        """Join the batch: deltas arrive from the inference thread as decode steps finish.
-        ``on_start`` is called (on the inference thread) when the request leaves the queue
-        for the batch, so time spent waiting for a free slot never counts as a stall."""
-        import asyncio
-
-        from inference.runner import inbox as loop_inbox
-        from inference.runner import run_on_inference_thread
-
-        items: asyncio.Queue[StreamItem] = asyncio.Queue()
-        cancel = cancel or threading.Event()
-        inbox = loop_inbox(asyncio.get_running_loop())
-
-        def emit(item: StreamItem) -> None:  # on the inference thread
-            if not inbox.post(items, item):  # the loop is gone: nobody listens any more
-                cancel.set()
-
-        try:
-            if self._loaded is None:
-                # Load on the inference thread, so torch state stays there; a failure is
-                # reported by _submit below, as the stream's ending.
-                with contextlib.suppress(BackendError):
-                    await run_on_inference_thread(self.load)
-            self._submit(turns, options, cancel, emit, on_start=on_start)
-            while True:
-                item = await items.get()
-                yield item
-                if isinstance(item, Result):
-                    return
-        finally:
-            cancel.set()
+            with contextlib.suppress(BackendError):
+                await run_on_inference_thread(self.load)
 
     def _submit(
         self,

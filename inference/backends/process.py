@@ -14,7 +14,6 @@ wake-up per decode step, through ``runner.Inbox``), and turns cancel signals set
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import logging
@@ -25,12 +24,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.backends.base import Backend, BackendError, Result, StreamItem, Turn, validate_turns
+from inference.backends.base import (
+    Backend,
+    BackendError,
+    CallbackStreams,
+    Result,
+    StreamItem,
+    Turn,
+    validate_turns,
+)
 from inference.options import GenerationOptions
 
 logger = logging.getLogger(__name__)
@@ -223,7 +230,7 @@ class _Child:
             self.proc.kill()
 
 
-class ModelProcessBackend:
+class ModelProcessBackend(CallbackStreams):
     """Streams replies from a local (or hub) causal LM loaded in a child process."""
 
     name = "transformers"
@@ -311,6 +318,7 @@ class ModelProcessBackend:
         options: GenerationOptions,
         cancel: threading.Event,
         emit: Callable[[StreamItem], None],
+        *,
         on_start: Callable[[], None] | None = None,
     ) -> None:
         try:
@@ -320,57 +328,6 @@ class ModelProcessBackend:
             emit(Result(finish_reason="error", error_code=exc.code, error=str(exc)))
             return
         child.submit(turns, options, cancel, emit, on_start)
-
-    def stream(
-        self,
-        turns: Sequence[Turn],
-        options: GenerationOptions,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[StreamItem]:
-        """Blocking view (scripts, tests)."""
-        import queue
-
-        items: queue.Queue[StreamItem] = queue.Queue()
-        cancel = cancel or threading.Event()
-        try:
-            self._submit(turns, options, cancel, items.put)
-            while True:
-                item = items.get()
-                yield item
-                if isinstance(item, Result):
-                    return
-        finally:
-            cancel.set()
-
-    async def astream(
-        self,
-        turns: Sequence[Turn],
-        options: GenerationOptions,
-        cancel: threading.Event | None = None,
-        *,
-        on_start: Callable[[], None] | None = None,
-    ) -> AsyncIterator[StreamItem]:
-        """Deltas as the model process sends them; ``on_start`` is called (on the I/O thread)
-        when the request joins the batch. Leaving early cancels the request."""
-        from inference.runner import inbox as loop_inbox
-
-        items: asyncio.Queue[StreamItem] = asyncio.Queue()
-        cancel = cancel or threading.Event()
-        inbox = loop_inbox(asyncio.get_running_loop())
-
-        def emit(item: StreamItem) -> None:
-            if not inbox.post(items, item):  # the loop is gone: nobody listens any more
-                cancel.set()
-
-        try:
-            self._submit(turns, options, cancel, emit, on_start)
-            while True:
-                item = await items.get()
-                yield item
-                if isinstance(item, Result):
-                    return
-        finally:
-            cancel.set()
 
 
 def transformers_backend(**kwargs: Any) -> Backend:
