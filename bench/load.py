@@ -106,6 +106,17 @@ def rss(pid: int) -> float | None:
     return int(match.group(1)) * 1024.0 if match else None
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a worker's model process)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.extend(int(c) for c in task.read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 @contextmanager
 def own_redis() -> Iterator[tuple[str, livedaphne.Service]]:
     """A redis-server of this run on a free loopback port (no persistence); yields its URL."""
@@ -475,7 +486,11 @@ def memory(procs: dict[str, int], db_name: str) -> dict[str, float | None]:
     """RSS of every process this run started (and its own), plus the number of PostgreSQL
     connections open to its database: the server is the machine's, shared, and its backends
     come and go with connections (``DJANGO_CONN_MAX_AGE`` 0), so a leak shows as a count."""
-    found: dict[str, float | None] = {name: rss(pid) for name, pid in procs.items()}
+    found: dict[str, float | None] = {}
+    for name, pid in procs.items():
+        found[name] = rss(pid)
+        for child in children(pid):  # the worker's model process (the model's memory)
+            found[f"{name} model"] = rss(child)
     found["load generator"] = rss(os.getpid())
     found["postgres connections"] = float(len(postgres_backends(db_name)))
     return found

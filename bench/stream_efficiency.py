@@ -396,6 +396,13 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
             f"worker's own, from its backend call to the first token); first delta "
             f"{pct(lt, 50):.1f}"
         )
+        # The model's own time to first token jitters by several ms from run to run on a
+        # busy machine, on both sides of B2's difference; this splits the app's part off it.
+        own = [s.ttft_ms - s.stages["server ttft"] for s in live]
+        print(
+            f"[{o.topology}] live ttft minus the server's own ttft (the path around the "
+            f"model, no prefill) p50/p95: {pct(own, 50):.1f}/{pct(own, 95):.1f} ms"
+        )
     print()
     header = (
         f"{'topology':<10} {'B1 live/bare':>12} {'goal':>7} {'':<4}  "

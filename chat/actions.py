@@ -127,7 +127,14 @@ async def send(
         raise rate_limited(exc, frame) from None
     # A program's conversation is not announced to the person's browser tabs (it stays out of
     # their sidebar): only the sockets following it hear of it.
-    created = {"type": "conversation.created", "conversation": str(conversation.pk), "title": ""}
+    # client_id: the tab that sent it adopts the conversation; the person's other tabs (on an
+    # empty "new chat" page too) only add it to their sidebar.
+    created = {
+        "type": "conversation.created",
+        "conversation": str(conversation.pk),
+        "title": "",
+        "client_id": frame.client_id,
+    }
     await join(str(conversation.pk))
     target = (
         streams.user_group(user.pk)

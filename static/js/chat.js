@@ -85,7 +85,12 @@
   // --- frames from the server -----------------------------------------------------------
   const handlers = {
     "conversation.created"(f) {
-      if (conversation) return; // another tab started one: the sidebar learns below
+      // Only the tab whose message started it follows it; another tab (even one on an empty
+      // "new chat" page) just hears of it in its sidebar.
+      if (conversation || !(f.client_id && pending.has(f.client_id))) {
+        refreshSidebar();
+        return;
+      }
       conversation = f.conversation;
       app.dataset.conversation = conversation;
       $("#conversation-title").dataset.convTitle = conversation;

@@ -70,6 +70,21 @@ def wait_done(page: Any, timeout: float = 20_000) -> None:
     )
 
 
+def test_a_new_chat_in_one_tab_does_not_take_over_another_tab(page: Any, live: Any) -> None:
+    other = page.context.new_page()  # the same person, a second tab on an empty "new chat"
+    other.goto(live.url + "/")
+    other.wait_for_selector("#connection[data-state=online]")
+    send(page, "First tab's question")
+    wait_done(page)
+    other.wait_for_selector(".conversation-item:has-text('First tab')")  # its sidebar hears
+    assert other.url == live.url + "/" and other.locator(".message").count() == 0
+    send(other, "Second tab's question")
+    wait_done(other)
+    assert "Second tab's question" in other.locator(".message-user").last.inner_text()
+    assert other.url != page.url and "/c/" in other.url
+    assert other.locator(".message-user").count() == 1 and not page.problems  # type: ignore[attr-defined]
+
+
 def test_send_watch_it_grow_stop_regenerate_edit(page: Any, live: Any) -> None:
     send(page, "[[long 120]]")
     page.wait_for_selector(".message-assistant.status-streaming")

@@ -56,6 +56,7 @@ async def test_it_streams_saves_and_titles_a_reply() -> None:
     assert kinds[:3] == ["conversation.created", "message.saved", "stream.start"]
     assert kinds[-1] == "stream.end"
     conv = only(frames, "conversation.created")["conversation"]
+    assert only(frames, "conversation.created")["client_id"] == "c-1"  # the sending tab's
     saved = only(frames, "message.saved")
     assert saved["client_id"] == "c-1" and saved["message"]["role"] == "user"
     assert saved["message"]["content"] == "Tell me about nebulae 🌌 please"
