@@ -156,13 +156,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(streams.delta_frame(event["conversation"], msg, *part))
 
     async def stream_end(self, event: dict[str, Any]) -> None:
-        msg, length = event["message"], event.pop("length", None)
+        # channels-redis hands one dict to every socket of this process in the group: read it,
+        # never change it (popping "length" here left the other sockets without it, so a
+        # socket that had missed deltas ended without the saved tail).
+        msg, length = event["message"], event.get("length")
         sent = self.reconciler.sent.get(msg)
         if sent is not None and length is not None and sent < length:
             text = await database_sync_to_async(selectors.message_content)(message_id=msg)
             await self.send_json(streams.delta_frame(event["conversation"], msg, sent, text[sent:]))
         self.reconciler.end(msg)
-        await self.send_json(event)
+        await self.send_json({k: v for k, v in event.items() if k != "length"})
 
     async def apikey_revoked(self, event: dict[str, Any]) -> None:
         await self.close(code=CLOSE_KEY_REVOKED)

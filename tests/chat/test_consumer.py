@@ -663,3 +663,52 @@ async def test_a_reply_s_frames_never_wait_for_the_database_thread(
     assert len([f for f in frames if f["type"] == "stream.delta"]) > 1
     assert hops == ["InferenceConsumer"]  # the embedded worker taking the job; no socket
     await sock.close()
+
+
+async def test_every_socket_of_a_process_catches_up_on_the_same_stream_end() -> None:
+    """channels-redis hands one event dict to all of a process's sockets in the group (checked
+    below against real Redis); each socket that missed the reply's tail must get it from the
+    saved text, so no socket may change the event for the next."""
+    from channels_redis.core import RedisChannelLayer
+
+    from chat.consumers import ChatConsumer
+    from chat.streams import Reconciler
+
+    user = await make_user("dee")
+    conv = await database_sync_to_async(factories.make_conversation)(user)
+    reply = await database_sync_to_async(factories.make_message)(
+        conv, role="assistant", content="the whole saved reply"
+    )
+    conversation, msg = str(conv.pk), str(reply.pk)
+
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:6379/5"])
+    try:
+        first, second = await layer.new_channel(), await layer.new_channel()
+        for channel in (first, second):
+            await layer.group_add("dee", channel)
+        event = {"type": "stream.end", "conversation": conversation, "message": msg}
+        await layer.group_send("dee", {**event, "length": 21})
+        got = [await layer.receive(first), await layer.receive(second)]
+        assert got[0] is got[1]  # one dict for both sockets: why the consumer must not mutate it
+    finally:
+        await layer.flush()
+
+    heard: list[list[dict[str, Any]]] = []
+    for _ in range(2):
+        socket = ChatConsumer()
+        socket.reconciler = Reconciler()
+        socket.reconciler.start(msg)
+        socket.reconciler.snapshot(msg, "the whole")  # it saw the first 9 characters
+        frames: list[dict[str, Any]] = []
+
+        async def send_json(content: Any, close: bool = False, frames: list = frames) -> None:
+            frames.append(json.loads(json.dumps(content)))
+
+        socket.send_json = send_json  # type: ignore[method-assign]
+        await socket.stream_end(got[0])
+        heard.append(frames)
+    for frames in heard:
+        assert [f["type"] for f in frames] == ["stream.delta", "stream.end"]
+        assert frames[0]["offset"] == 9 and frames[0]["delta"] == " saved reply"
+        assert "length" not in frames[1]
+    assert got[0]["length"] == 21
