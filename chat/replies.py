@@ -42,6 +42,7 @@ FLUSH_SHARE = 8  # ...while at most this many replies stream from this process; 
 MAX_FLUSH_INTERVAL = 0.1  # grows in proportion (16 replies: 60 ms), up to this
 DB_FLUSH_INTERVAL = 2.0  # seconds between saves of the text so far
 WATCH_INTERVAL = 0.1  # how often a running reply checks for stop requests
+BEAT_INTERVAL = 1.0  # seconds between a reply's heartbeats (the sweepers allow the stall timeout)
 STATUS_FOR = {
     "stop": Message.Status.COMPLETE,
     "length": Message.Status.COMPLETE,
@@ -226,7 +227,7 @@ async def _generate(
     finally:
         watcher.cancel()
         tracker.done()
-    await state.drain()
+    await beating(job.message, state.drain())
     if result is None:  # pragma: no cover - the runner always ends with a Result
         result = Result(finish_reason="error", error_code="internal", error="no result")
     if state.shed:
@@ -355,7 +356,7 @@ async def _watch(
     queued_since = time.monotonic()
     while not cancel.is_set():
         now = time.monotonic()
-        if now - last_beat >= 1.0:
+        if now - last_beat >= BEAT_INTERVAL:
             await quietly(streams.beat(job.message))
             last_beat = now
         if await quietly(streams.cancel_requested(job.message)):
@@ -378,18 +379,40 @@ async def _watch(
         await asyncio.sleep(WATCH_INTERVAL)
 
 
+async def beating(message_id: str, work: Awaitable[T]) -> T:
+    """Await ``work`` (a reply's last saves) while its heartbeat goes on: the reply is still
+    this process's, and a database slow to hand out a connection (cut connections being
+    replaced, up to the pool's timeout) must not look like a dead worker to the sweepers."""
+
+    async def beat_every_second() -> None:
+        while True:
+            await asyncio.sleep(BEAT_INTERVAL)
+            await quietly(streams.beat(message_id))
+
+    beats = asyncio.create_task(beat_every_second())
+    try:
+        return await work
+    finally:
+        beats.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beats
+
+
 async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
     """Save the final state; if this call ended the reply, tell every subscribed socket."""
     status = STATUS_FOR[result.finish_reason]
-    won = await save(
-        services.reply_finish,
-        message_id=job.message,
-        content=text,
-        status=status,
-        prompt_tokens=result.prompt_tokens or None,
-        completion_tokens=result.completion_tokens,
-        ttft_ms=result.ttft_ms,
-        tokens_per_second=result.tokens_per_second,
+    won = await beating(
+        job.message,
+        save(
+            services.reply_finish,
+            message_id=job.message,
+            content=text,
+            status=status,
+            prompt_tokens=result.prompt_tokens or None,
+            completion_tokens=result.completion_tokens,
+            ttft_ms=result.ttft_ms,
+            tokens_per_second=result.tokens_per_second,
+        ),
     )
     await quietly(streams.clear(job.message))
     if not won:

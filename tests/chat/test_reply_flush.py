@@ -66,3 +66,25 @@ async def test_waiting_for_the_model_to_load_is_not_overload() -> None:
     await asyncio.wait_for(watcher, timeout=5)
     assert reply.shed and cancel.is_set()
     assert time.monotonic() - loaded_at >= 0.3 - replies.WATCH_INTERVAL  # its clock: loaded
+
+
+async def test_a_reply_s_last_saves_keep_its_heartbeat_going(monkeypatch: Any) -> None:
+    """A database slow to hand out a connection (its connections cut and being replaced) holds
+    the final save for seconds: the sweepers must keep seeing a live worker meanwhile, not end
+    the reply as 'the inference worker stopped answering' (the fault matrix's row 3, pooled)."""
+    monkeypatch.setattr(replies, "BEAT_INTERVAL", 0.05)
+    message = str(uuid.uuid4())
+    beats: list[float | None] = []
+
+    async def slow_save() -> str:
+        for _ in range(6):
+            await asyncio.sleep(0.05)
+            beats.append(await streams.last_beat(message))
+        return "saved"
+
+    assert await replies.beating(message, slow_save()) == "saved"
+    seen = [b for b in beats if b is not None]
+    assert len(set(seen)) >= 3  # it beat again and again while the save waited
+    last = await streams.last_beat(message)
+    await asyncio.sleep(0.15)
+    assert await streams.last_beat(message) == last  # and stopped with the save
