@@ -254,6 +254,9 @@ class TransformersBackend(CallbackStreams):
         eos_ids = _eos_ids(model, tokenizer)
         if not eos_ids:
             raise BackendError(f"{ref} defines no end-of-sequence token; replies could never end")
+        # Part of loading (its self-check runs the model a few times): not on the first
+        # reply's time to first token.
+        mixed = self.mixed and _mixed_steps(model, tokenizer)
         loaded = Loaded(
             model=model,
             tokenizer=tokenizer,
@@ -262,12 +265,9 @@ class TransformersBackend(CallbackStreams):
             context_length=_context_length(model, tokenizer),
             template=template,
             name=self.display_name,
-            load_seconds=0.0,
-            # Part of loading (its self-check runs the model a few times): not on the first
-            # reply's time to first token.
-            mixed=self.mixed and _mixed_steps(model, tokenizer),
+            load_seconds=time.monotonic() - started,
+            mixed=mixed,
         )
-        loaded.load_seconds = time.monotonic() - started
         from stellarchat import metrics  # Django-side, so not at this module's import
 
         metrics.model_loaded(loaded.load_seconds)

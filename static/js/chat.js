@@ -87,14 +87,12 @@
     "conversation.created"(f) {
       // Only the tab whose message started it follows it; another tab (even one on an empty
       // "new chat" page) just hears of it in its sidebar.
-      if (conversation || !(f.client_id && pending.has(f.client_id))) {
-        refreshSidebar();
-        return;
+      if (!conversation && f.client_id && pending.has(f.client_id)) {
+        conversation = f.conversation;
+        app.dataset.conversation = conversation;
+        $("#conversation-title").dataset.convTitle = conversation;
+        history.replaceState(null, "", "/c/" + conversation + "/");
       }
-      conversation = f.conversation;
-      app.dataset.conversation = conversation;
-      $("#conversation-title").dataset.convTitle = conversation;
-      history.replaceState(null, "", "/c/" + conversation + "/");
       refreshSidebar();
     },
     "conversation.updated"(f) {
