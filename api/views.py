@@ -25,7 +25,7 @@ from api import keys, schema
 from api.auth import authenticate_token
 from api.feed import Ending, ReplyFeed
 from api.schema import ApiError
-from chat import actions, limits, services, streams
+from chat import actions, limits, replies, selectors, services, streams
 from chat.consumers import is_broker_outage
 from chat.models import Conversation, Message
 from inference.backends import model_name
@@ -140,7 +140,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             raise
         return error_response(_unavailable(exc))
 
-    events = _reply_events(layer, conversation, reply, req.options)
+    # The context is the request's own turns: the job carries it, nothing is read back.
+    turns = selectors.thread_turns(
+        req.system_prompt, req.turns, max_chars=replies.JOB_TURNS_MAX_CHARS
+    )
+    events = _reply_events(layer, conversation, reply, req.options, turns)
     created = schema.now()
     try:
         first = await anext(events)
@@ -198,7 +202,11 @@ def _rate_headers(response: HttpResponse, rate: limits.RateState | None) -> None
 
 
 async def _reply_events(
-    layer: Any, conversation: Conversation, reply: Message, options: dict[str, Any]
+    layer: Any,
+    conversation: Conversation,
+    reply: Message,
+    options: dict[str, Any],
+    turns: list[dict[str, str]] | None,
 ) -> AsyncIterator[str | Ending]:
     """Start the reply and follow it. Closed before its end (the client left), it stops the
     reply: nobody would read the rest."""
@@ -206,7 +214,7 @@ async def _reply_events(
     try:
         async with ReplyFeed(layer, str(conversation.pk), str(reply.pk)) as feed:
             await actions.start_reply(
-                layer, conversation=conversation, reply=reply, options=options
+                layer, conversation=conversation, reply=reply, options=options, turns=turns
             )
             async for item in feed:
                 ended = isinstance(item, Ending)

@@ -74,9 +74,18 @@ async def check_rate(user: Any, frame: Frame) -> None:
 
 
 async def start_reply(
-    layer: Any, *, conversation: Conversation, reply: Message, options: dict[str, Any]
+    layer: Any,
+    *,
+    conversation: Conversation,
+    reply: Message,
+    options: dict[str, Any],
+    turns: list[dict[str, str]] | None = None,
 ) -> None:
     """Publish stream.start and queue the job. The reply exists (streaming) from here on.
+
+    ``turns``: the context the reply answers, when the caller read it already (then the job
+    carries it and the conversation's options, and the worker starts the model without a trip
+    to the database; see ``replies.Job``).
 
     No shared state is written here (it is on the first token's path): until the worker's
     first flush, readers find no text and use the database's (empty), and the sweeper gives a
@@ -91,7 +100,12 @@ async def start_reply(
             "replaces": str(reply.replaces_id) if reply.replaces_id else None,
         },
     )
-    job = replies.Job(conversation=conv, message=msg, options=options)
+    job = replies.Job(
+        conversation=conv,
+        message=msg,
+        options={**conversation.options, **options},  # as the worker merges them
+        turns=turns,
+    )
     try:
         await layer.send(INFERENCE_CHANNEL, job.as_message())
     except ChannelFull:
@@ -142,8 +156,21 @@ async def send(
         else streams.conversation_group(conversation.pk)
     )
     await layer.group_send(target, created)
+    # The whole context is the system prompt and this turn: no need to read it back.
+    turns = selectors.thread_turns(
+        conversation.system_prompt,
+        [(user_turn.role, user_turn.content)],
+        max_chars=replies.JOB_TURNS_MAX_CHARS,
+    )
     await _announce_and_start(
-        frame, conversation, user_turn, reply, layer=layer, join=join, options=frame.options
+        frame,
+        conversation,
+        user_turn,
+        reply,
+        layer=layer,
+        join=join,
+        options=frame.options,
+        turns=turns,
     )
     return []
 
@@ -211,8 +238,8 @@ async def _begin(
     """Run a reply-starting service (send, regenerate, edit), turn its refusals into protocol
     errors, then join the conversation, announce the user turn and start streaming."""
     try:
-        user_turn, reply = await database_sync_to_async(action)(
-            conversation=conversation, model_name=model_name(), **fields
+        user_turn, reply, turns = await _start(
+            action, conversation=conversation, model_name=model_name(), **fields
         )
     except services.ConversationBusy:
         raise ProtocolError(
@@ -230,8 +257,20 @@ async def _begin(
         layer=layer,
         join=join,
         options=options or {},
+        turns=turns,
     )
     return []
+
+
+@database_sync_to_async
+def _start(
+    action: Callable[..., tuple[Message, Message]], **fields: Any
+) -> tuple[Message, Message, list[dict[str, str]] | None]:
+    """A reply-starting service, then the context its reply answers (None when too long for
+    the job), in one trip to the database thread."""
+    user_turn, reply = action(**fields)
+    turns = selectors.context_turns(message=reply, max_chars=replies.JOB_TURNS_MAX_CHARS)
+    return user_turn, reply, turns
 
 
 async def _announce_and_start(
@@ -243,6 +282,7 @@ async def _announce_and_start(
     layer: Any,
     join: Join,
     options: dict[str, Any],
+    turns: list[dict[str, str]] | None,
 ) -> None:
     """After a reply-starting service: follow the conversation, announce the user turn (when
     there is a new one), start streaming."""
@@ -250,7 +290,7 @@ async def _announce_and_start(
     if user_turn is not None:
         group = streams.conversation_group(conversation.pk)
         await layer.group_send(group, saved_frame(user_turn, frame.client_id))
-    await start_reply(layer, conversation=conversation, reply=reply, options=options)
+    await start_reply(layer, conversation=conversation, reply=reply, options=options, turns=turns)
 
 
 async def stop(

@@ -53,11 +53,20 @@ STATUS_FOR = {
 
 @dataclass
 class Job:
-    """What the web side puts on the ``inference`` channel: ids and options, never text."""
+    """What the web side puts on the ``inference`` channel: ids, options (the conversation's
+    merged with the request's) and, when the web side read them in the trip to the database
+    that saved the turn and they are short (``JOB_TURNS_MAX_CHARS``), the turns to answer.
+
+    With the turns, the worker starts the model at once and checks its claim and that the
+    reply still streams while the model reads the prompt, not before: a trip to the database
+    thread (several round trips on PostgreSQL) leaves every first token's path. Without them
+    (a long conversation, a job from an older web process) it reads them itself first.
+    """
 
     conversation: str
     message: str
     options: dict[str, Any]
+    turns: list[dict[str, str]] | None = None
     request_id: str = field(default_factory=logs.request_id.get)
 
     @classmethod
@@ -66,17 +75,44 @@ class Job:
             conversation=str(uuid.UUID(str(message["conversation"]))),
             message=str(uuid.UUID(str(message["message"]))),
             options=dict(message.get("options") or {}),
+            turns=_job_turns(message.get("turns")),
             request_id=logs.new_request_id(message.get("request_id")),
         )
 
     def as_message(self) -> dict[str, Any]:
-        return {
+        message = {
             "type": "inference.generate",
             "conversation": self.conversation,
             "message": self.message,
             "options": self.options,
             "request_id": self.request_id,
         }
+        if self.turns is not None:
+            message["turns"] = self.turns
+        return message
+
+
+JOB_TURNS_MAX_CHARS = 64_000  # longer contexts stay out of the job queue; the worker reads them
+TURN_ROLES = {"system", "user", "assistant"}
+
+
+def _job_turns(value: Any) -> list[dict[str, str]] | None:
+    """A job's turns if well-formed; otherwise None, and the worker reads them from the
+    database (which has them anyway): a bad field must not lose the reply."""
+    if value is None:
+        return None
+    try:
+        turns = [{"role": t["role"], "content": t["content"]} for t in value]
+        ok = (
+            all(t["role"] in TURN_ROLES and isinstance(t["content"], str) for t in turns)
+            and sum(len(t["content"]) for t in turns) <= JOB_TURNS_MAX_CHARS
+        )
+    except (TypeError, KeyError):
+        ok = False
+    if not ok:
+        logger.warning("ignoring malformed turns of an inference job: %.200r", value)
+        return None
+    return turns
 
 
 def end_frames(
@@ -142,15 +178,35 @@ async def save(write: Callable[..., T], **fields: Any) -> T:
 
 
 @database_sync_to_async
-def _load(job: Job) -> tuple[Message | None, list[dict[str, str]], dict[str, Any]]:
+def _load(job: Job) -> tuple[list[dict[str, str]], dict[str, Any]] | None:
+    """A streaming reply's turns and its conversation's options; None once it has ended."""
     message = (
         Message.objects.select_related("conversation")
         .filter(pk=job.message, status=Message.Status.STREAMING)
         .first()
     )
     if message is None:
-        return None, [], {}
-    return message, selectors.context_turns(message=message), dict(message.conversation.options)
+        return None
+    return selectors.context_turns(message=message) or [], dict(message.conversation.options)
+
+
+def _still_streaming(message_id: str) -> bool:
+    return Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).exists()
+
+
+async def _verify(job: Job) -> bool:
+    """Whether this worker answers the job: it claimed it, and the reply still streams (not
+    stopped or swept while queued)."""
+    claimed, streaming = await asyncio.gather(
+        streams.claim(job.message), database_sync_to_async(_still_streaming)(job.message)
+    )
+    if not claimed:
+        logger.info("reply %s: already taken by another worker", job.message)
+    elif not streaming:
+        logger.info("reply %s: ended before it started", job.message)
+    else:
+        logger.info("reply %s: generating", job.message)
+    return claimed and streaming
 
 
 async def run_reply(job: Job, *, layer: Any) -> None:
@@ -167,37 +223,55 @@ async def run_reply(job: Job, *, layer: Any) -> None:
 
 
 async def _run_reply(job: Job, *, layer: Any) -> None:
-    # The claim (Redis) and the reading (database) at once: both are on the first token's
-    # path, and reading a reply another worker took changes nothing.
-    claimed, reading = await asyncio.gather(streams.claim(job.message), _load(job))
-    if not claimed:
-        logger.info("reply %s: already taken by another worker", job.message)
-        return
-    logger.info("reply %s: generating", job.message)
+    verified: asyncio.Future[bool] | None = None
+    if job.turns is not None:
+        # The model starts now; the claim and the status are checked meanwhile, and the
+        # first word waits for them (they are back long before the prompt is read).
+        reading: tuple[list[dict[str, str]], dict[str, Any]] | None = (job.turns, {})
+        verified = asyncio.ensure_future(_verify(job))
+    else:
+        # The claim (Redis) and the reading (database) at once: both are on the first
+        # token's path, and reading a reply another worker took changes nothing.
+        claimed, reading = await asyncio.gather(streams.claim(job.message), _load(job))
+        if not claimed:
+            logger.info("reply %s: already taken by another worker", job.message)
+            return
+        if reading is None:  # already ended (stopped while queued, or swept)
+            return
+        logger.info("reply %s: generating", job.message)
     # Queued from here (the worker accepted the job) until the inference thread starts on it,
     # then an active stream until the generation ends; every way out clears both.
-    with metrics.ReplyTracker() as tracker:
-        await _generate(job, reading, layer=layer, tracker=tracker)
+    try:
+        with metrics.ReplyTracker() as tracker:
+            await _generate(job, reading, layer=layer, tracker=tracker, verified=verified)
+    finally:  # left by an exception before the checks were awaited: end them, quietly
+        if verified is not None and not verified.cancel() and not verified.cancelled():
+            verified.exception()  # done: its outcome (or error) no longer matters
+
+
+async def _answers(verified: asyncio.Future[bool] | None) -> bool:
+    """Whether to publish and save: always for a job whose checks came first."""
+    return verified is None or await verified
 
 
 async def _generate(
     job: Job,
-    reading: tuple[Message | None, list[dict[str, str]], dict[str, Any]],
+    reading: tuple[list[dict[str, str]], dict[str, Any]],
     *,
     layer: Any,
     tracker: metrics.ReplyTracker,
+    verified: asyncio.Future[bool] | None = None,
 ) -> None:
-    message, turns, conversation_options = reading  # the watcher beats from below
-    if message is None:  # already ended (stopped while queued, or swept)
-        return
+    turns, conversation_options = reading  # the watcher beats from below
     try:
         options = parse_options(
             {**conversation_options, **job.options},
             max_new_tokens_limit=settings.STELLARCHAT_MAX_NEW_TOKENS,
         )
     except OptionError as exc:
-        result = Result(finish_reason="error", error_code="invalid_option", error=str(exc))
-        await finish(job, layer=layer, text="", result=result)
+        if await _answers(verified):
+            result = Result(finish_reason="error", error_code="invalid_option", error=str(exc))
+            await finish(job, layer=layer, text="", result=result)
         return
 
     cancel = threading.Event()
@@ -216,14 +290,28 @@ async def _generate(
     def loaded() -> bool:
         return bool(getattr(backend, "ready", True))
 
+    if verified is not None:  # not this worker's after all: its model stops at once
+
+        def unless_ours(checks: asyncio.Future[bool]) -> None:
+            if not checks.cancelled() and checks.exception() is None and not checks.result():
+                cancel.set()
+
+        verified.add_done_callback(unless_ours)
     watcher = asyncio.create_task(_watch(job, cancel, started, state, stall=stall, loaded=loaded))
     result: Result | None = None
     try:
-        async for item in runner.astream(backend, turns, options, cancel, on_start=on_start):
-            if isinstance(item, Result):
-                result = item
-            else:
-                state.add(item)
+        stream = runner.astream(backend, turns, options, cancel, on_start=on_start)
+        async with contextlib.aclosing(stream) as items:
+            async for item in items:
+                if verified is not None:  # once, before anything is published
+                    answers, verified = await verified, None
+                    if not answers:  # another worker's, or ended while queued: stop quietly
+                        cancel.set()
+                        return
+                if isinstance(item, Result):
+                    result = item
+                else:
+                    state.add(item)
     finally:
         watcher.cancel()
         tracker.done()

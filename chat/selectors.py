@@ -4,6 +4,7 @@ forget to: someone else's conversation simply does not exist for the caller."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
@@ -61,25 +62,44 @@ def streaming_message(*, conversation_id: Any) -> Message | None:
     )
 
 
-def context_turns(*, message: Message) -> list[dict[str, str]]:
+def context_turns(*, message: Message, max_chars: int | None = None) -> list[dict[str, str]] | None:
     """The turns a reply answers: system prompt, then the current thread before ``message``.
 
-    Failed and empty replies are left out; consecutive turns of one role are merged, since
-    many chat templates insist on strict user/assistant alternation.
+    With ``max_chars``, None once the turns' text grows past it (the web side hands small
+    contexts to the worker in the job and leaves long ones for the worker to read).
     """
     conversation = message.conversation
-    turns: list[dict[str, str]] = []
-    if conversation.system_prompt.strip():
-        turns.append({"role": "system", "content": conversation.system_prompt})
     rows = (
         current_messages(conversation=conversation)
         .filter(position__lt=message.position)
         .exclude(status__in=[Message.Status.FAILED, Message.Status.STREAMING])
         .values_list("role", "content")
     )
+    return thread_turns(conversation.system_prompt, rows, max_chars=max_chars)
+
+
+def thread_turns(
+    system_prompt: str, rows: Iterable[tuple[str, str]], *, max_chars: int | None = None
+) -> list[dict[str, str]] | None:
+    """Turns from a system prompt and (role, content) rows in thread order.
+
+    Empty turns are left out; consecutive turns of one role are merged, since many chat
+    templates insist on strict user/assistant alternation. None past ``max_chars``.
+    """
+    turns: list[dict[str, str]] = []
+    size = 0
+    if system_prompt.strip():
+        turns.append({"role": "system", "content": system_prompt})
+        size = len(system_prompt)
+    if max_chars is not None and size > max_chars:
+        return None
     for role, content in rows:
         if not content or role == Message.Role.SYSTEM:
             continue
+        size += len(content)
+        if max_chars is not None and size > max_chars:
+            return None
+        role = str(role)  # a plain string, for the job's wire format too
         if turns and turns[-1]["role"] == role:
             turns[-1] = {"role": role, "content": turns[-1]["content"] + "\n\n" + content}
         else:
