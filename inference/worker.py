@@ -119,7 +119,7 @@ class InferenceWorker(Worker):
 
 def embedded() -> bool:
     """Inference runs inside the web process unless a shared channel layer (Redis) is set."""
-    return not settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
+    return "redis" not in settings.CHANNEL_LAYERS["default"]["BACKEND"].lower()
 
 
 def ensure_local_services(layer: Any) -> None:

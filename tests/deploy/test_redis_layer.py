@@ -1,0 +1,102 @@
+"""Production's channel layer (stellarchat.redis_layer): a group send of two trips to Redis must
+deliver exactly what channels-redis's own four-trip one does, against a real Redis: every
+member process gets the message once, a full queue misses it (and only that one), a member
+whose membership expired is dropped, and expired messages no longer count against capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from channels_redis.core import RedisChannelLayer as Stock
+
+from stellarchat.redis_layer import RedisChannelLayer as Ours
+from tests import services
+from tests.e2e import livedaphne
+
+pytestmark = pytest.mark.asyncio
+
+Scenario = Callable[[Any, Any], Awaitable[Any]]
+
+
+def make(cls: type, url: str, **config: Any) -> Any:
+    return cls(hosts=[{"address": url, "socket_timeout": None}], **config)
+
+
+async def drain(layer: Any, channel: str) -> list[Any]:
+    """Everything queued for ``channel``: read until nothing more comes for a moment."""
+    got = []
+    while True:
+        try:
+            got.append(await asyncio.wait_for(layer.receive(channel), 0.3))
+        except TimeoutError:
+            return got
+
+
+async def two_processes(a: Any, b: Any) -> Any:
+    """Members in two processes (two queues) and two on one process (one shared queue)."""
+    x, y, z = await a.new_channel(), await a.new_channel(), await b.new_channel()
+    for channel in (x, y, z):
+        await a.group_add("conversation.1", channel)
+    await a.group_send("conversation.1", {"type": "stream.delta", "delta": "héllo 🌍", "n": [1]})
+    await b.group_send("conversation.1", {"type": "stream.end"})
+    return [
+        [m["type"] for m in await drain(a, x)],
+        [m["type"] for m in await drain(a, y)],
+        await drain(b, z),
+    ]
+
+
+async def full_queue(a: Any, b: Any) -> Any:
+    """A process whose queue is at capacity misses the message; the other still gets it."""
+    full, free = await a.new_channel(), await b.new_channel()
+    await a.group_add("g", full)
+    await a.group_add("g", free)
+    for i in range(3):  # capacity 3 (set below)
+        await a.send(full, {"type": "old", "i": i})
+    await a.group_send("g", {"type": "new"})
+    return [[m["type"] for m in await drain(a, full)], [m["type"] for m in await drain(b, free)]]
+
+
+async def expired(a: Any, b: Any) -> Any:
+    """An expired membership is dropped; expired messages leave room under the capacity."""
+    gone, stays = await a.new_channel(), await b.new_channel()
+    await a.group_add("g", gone)
+    await a.group_add("g", stays)
+    conn = a.connection(a.consistent_hash("g"))
+    await conn.zadd(a._group_key("g"), {gone: int(time.time()) - a.group_expiry - 10})
+    for i in range(3):
+        await b.send(stays, {"type": "old", "i": i})
+    queue = b.prefix + b.non_local_name(stays)
+    old = await conn.zrange(queue, 0, -1)
+    await conn.zadd(queue, dict.fromkeys(old, 1))  # queued long ago: expired
+    await a.group_send("g", {"type": "new"})
+    members = sorted(m.decode() for m in await conn.zrange(a._group_key("g"), 0, -1))
+    return [members == [stays], [m["type"] for m in await drain(b, stays)]]
+
+
+@pytest.mark.parametrize("scenario", [two_processes, full_queue, expired])
+async def test_group_send_delivers_exactly_what_channels_redis_does(scenario: Scenario) -> None:
+    services.require("Redis", services.redis_available())
+    outcomes = []
+    with livedaphne.redis_db(12) as url:
+        for cls in (Stock, Ours):
+            a, b = make(cls, url, capacity=3), make(cls, url, capacity=3)
+            try:
+                outcomes.append(await scenario(a, b))
+            finally:
+                await a.flush()
+                await a.close_pools()
+                await b.close_pools()
+    stock, ours = outcomes
+    assert ours == stock
+    if scenario is two_processes:  # and what that is: every member once, in order
+        assert stock[0] == stock[1] == ["stream.delta", "stream.end"]
+        assert stock[2][0]["delta"] == "héllo 🌍" and stock[2][1]["type"] == "stream.end"
+    if scenario is full_queue:
+        assert stock == [["old", "old", "old"], ["new"]]
+    if scenario is expired:
+        assert stock == [True, ["new"]]
