@@ -63,7 +63,8 @@ def streaming_message(*, conversation_id: Any) -> Message | None:
 
 
 def context_turns(*, message: Message, max_chars: int | None = None) -> list[dict[str, str]] | None:
-    """The turns a reply answers: system prompt, then the current thread before ``message``.
+    """The turns a reply answers: system prompt, then the current thread before ``message``
+    (failed replies, and the reply itself, left out).
 
     With ``max_chars``, None once the turns' text grows past it (the web side hands small
     contexts to the worker in the job and leaves long ones for the worker to read).
@@ -96,11 +97,12 @@ def thread_turns(
     for role, content in rows:
         if not content or role == Message.Role.SYSTEM:
             continue
-        size += len(content)
+        role = str(role)  # a plain string, for the job's wire format too
+        merge = bool(turns) and turns[-1]["role"] == role
+        size += len(content) + (2 if merge else 0)  # the turns' text exactly, separators too
         if max_chars is not None and size > max_chars:
             return None
-        role = str(role)  # a plain string, for the job's wire format too
-        if turns and turns[-1]["role"] == role:
+        if merge:
             turns[-1] = {"role": role, "content": turns[-1]["content"] + "\n\n" + content}
         else:
             turns.append({"role": role, "content": content})

@@ -191,6 +191,19 @@ async def test_thread_turns_stops_at_the_limit() -> None:
         {"role": "assistant", "content": "b" * 10},
     ]
     assert selectors.thread_turns("", rows, max_chars=19) is None
+    # Merged turns count their separator: what the web side lets through, the worker takes.
+    two = [("user", "a" * 10), ("user", "b" * 10)]
+    merged = selectors.thread_turns("", two, max_chars=22)
+    assert merged == [{"role": "user", "content": "a" * 10 + "\n\n" + "b" * 10}]
+    assert selectors.thread_turns("", two, max_chars=21) is None
+    at_limit = selectors.thread_turns(
+        "s", [("user", "a" * 40_000), ("user", "b" * 23_997)], max_chars=replies.JOB_TURNS_MAX_CHARS
+    )
+    assert at_limit is not None
+    job = replies.Job("2b3c36a1-0b59-4f2f-a6a8-6b0e3b3a9e51", str(uuid.uuid4()), {}, at_limit)
+    assert replies.Job.from_message(job.as_message()).turns == at_limit
+    over = [("user", "a" * 40_000), ("user", "b" * 23_999)]  # 64,002 with the separator
+    assert selectors.thread_turns("s", over, max_chars=replies.JOB_TURNS_MAX_CHARS) is None
     assert selectors.thread_turns("s" * 21, [], max_chars=20) is None
     assert selectors.thread_turns("   ", [("system", "x"), ("user", "")]) == []
 
