@@ -31,7 +31,7 @@ async def drain(layer: Any, channel: str) -> list[Any]:
     got = []
     while True:
         try:
-            got.append(await asyncio.wait_for(layer.receive(channel), 0.3))
+            got.append(await asyncio.wait_for(layer.receive(channel), 0.5))
         except TimeoutError:
             return got
 
