@@ -106,17 +106,6 @@ def rss(pid: int) -> float | None:
     return int(match.group(1)) * 1024.0 if match else None
 
 
-def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (a worker's model process)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            found.extend(int(c) for c in task.read_text().split())
-        except OSError:
-            continue
-    return found
-
-
 @contextmanager
 def own_redis() -> Iterator[tuple[str, livedaphne.Service]]:
     """A redis-server of this run on a free loopback port (no persistence); yields its URL."""
@@ -489,7 +478,7 @@ def memory(procs: dict[str, int], db_name: str) -> dict[str, float | None]:
     found: dict[str, float | None] = {}
     for name, pid in procs.items():
         found[name] = rss(pid)
-        for child in children(pid):  # the worker's model process (the model's memory)
+        for child in livedaphne.children(pid):  # the worker's model process (the model's memory)
             found[f"{name} model"] = rss(child)
     found["load generator"] = rss(os.getpid())
     found["postgres connections"] = float(len(postgres_backends(db_name)))

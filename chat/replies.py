@@ -249,11 +249,6 @@ async def _run_reply(job: Job, *, layer: Any) -> None:
             verified.exception()  # done: its outcome (or error) no longer matters
 
 
-async def _answers(verified: asyncio.Future[bool] | None) -> bool:
-    """Whether to publish and save: always for a job whose checks came first."""
-    return verified is None or await verified
-
-
 async def _generate(
     job: Job,
     reading: tuple[list[dict[str, str]], dict[str, Any]],
@@ -269,7 +264,7 @@ async def _generate(
             max_new_tokens_limit=settings.STELLARCHAT_MAX_NEW_TOKENS,
         )
     except OptionError as exc:
-        if await _answers(verified):
+        if verified is None or await verified:  # not another worker's, nor ended
             result = Result(finish_reason="error", error_code="invalid_option", error=str(exc))
             await finish(job, layer=layer, text="", result=result)
         return

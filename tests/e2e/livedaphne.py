@@ -173,6 +173,18 @@ def topology(
             yield server, inference
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a worker's model process, say). A thread or a child can
+    end between listing and reading: it is skipped."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.extend(int(c) for c in task.read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 @contextmanager
 def postgres_database() -> Iterator[str]:
     """A throwaway database on the local PostgreSQL; yields its URL."""

@@ -28,12 +28,11 @@ def loaded_torch(pid: int) -> bool:
 def model_processes(pid: int) -> list[int]:
     """The model processes ``pid`` started (its children running inference.model_process)."""
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:  # a thread (or a child) can end between the listing and the reading
-            for child in (task / "children").read_text().split():
-                if b"inference.model_process" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.append(int(child))
-        except (FileNotFoundError, ProcessLookupError):
+    for child in livedaphne.children(pid):
+        try:
+            if b"inference.model_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:  # ended meanwhile
             continue
     return found
 
