@@ -89,6 +89,8 @@ class InferenceWorker(Worker):
     """
 
     async def listener(self, channel: str) -> None:
+        await self._reachable()
+        logger.info("listening on channel %r", channel)
         delay = 0.5
         while True:
             try:
@@ -107,6 +109,24 @@ class InferenceWorker(Worker):
             scope = {"type": "channel", "channel": channel}
             queue = self.get_or_create_application_instance(channel, scope)
             await queue.put(message)
+
+    async def _reachable(self) -> None:
+        """Wait until the channel layer answers, so "listening" in the log means it: an
+        operator (or a test) who starts a second worker can tell when it takes jobs."""
+        connection = getattr(self.channel_layer, "connection", None)  # Redis layers only
+        if connection is None:
+            return
+        delay = 0.5
+        while True:
+            try:
+                await connection(0).ping()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("channel layer unreachable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def handle(self) -> None:
         start_background(self.channel_layer, inference=True)

@@ -100,3 +100,35 @@ async def test_group_send_delivers_exactly_what_channels_redis_does(scenario: Sc
         assert stock == [["old", "old", "old"], ["new"]]
     if scenario is expired:
         assert stock == [True, ["new"]]
+
+
+async def test_a_worker_says_it_listens_only_once_redis_answers(caplog: Any) -> None:
+    """Operators and tests wait for "listening on channel" before counting on a worker: with
+    Redis unreachable it keeps trying (and says so) instead; once Redis answers, it listens."""
+    from inference.worker import InferenceWorker
+
+    services.require("Redis", services.redis_available())
+    dead = make(Ours, f"redis://127.0.0.1:{livedaphne.free_port()}/0")
+    worker = InferenceWorker(application=None, channels=["inference"], channel_layer=dead)
+    caplog.set_level("INFO", logger="inference.worker")
+    listening = asyncio.create_task(worker.listener("inference"))
+    await asyncio.sleep(1.0)
+    assert not listening.done()
+    assert "channel layer unreachable" in caplog.text and "listening" not in caplog.text
+    listening.cancel()
+    await dead.close_pools()
+
+    with livedaphne.redis_db(8) as url:
+        alive = make(Ours, url)
+        worker = InferenceWorker(application=None, channels=["inference"], channel_layer=alive)
+        listening = asyncio.create_task(worker.listener("inference"))
+        try:
+            for _ in range(100):
+                if "listening on channel 'inference'" in caplog.text:
+                    break
+                await asyncio.sleep(0.02)
+            assert "listening on channel 'inference'" in caplog.text
+            assert not listening.done()  # and now it waits for jobs
+        finally:
+            listening.cancel()
+            await alive.close_pools()

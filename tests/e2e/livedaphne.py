@@ -143,7 +143,19 @@ def worker(env: dict[str, str]) -> Iterator[Service]:
     """``manage.py runworker inference``: a separate inference process."""
     args = [sys.executable, "manage.py", "runworker", "inference"]
     with service("worker", args, env) as svc:
+        if env.get("DJANGO_LOG_LEVEL", "info").lower() in ("debug", "info"):  # it says so at info
+            wait_log(svc, "listening on channel 'inference'")
         yield svc
+
+
+def wait_log(svc: Service, text: str, timeout: float = 60.0) -> None:
+    """Until ``text`` is in the service's log: a worker takes jobs only once it says so (two
+    workers started back to back would otherwise race the first jobs)."""
+    deadline = time.monotonic() + timeout
+    while text not in svc.output():
+        if svc.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{svc.name} never logged {text!r}:\n{svc.output()[-5000:]}")
+        time.sleep(0.05)
 
 
 @contextmanager
