@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chat import limits
@@ -48,36 +47,56 @@ def message_append(
     status: str = Message.Status.COMPLETE,
     model_name: str = "",
 ) -> Message:
-    """Append a message at the next position and mark the conversation active.
-
-    The position comes from an UPDATE on the conversation row, which takes the write lock
-    first (row lock on PostgreSQL, database lock on SQLite), so concurrent appends queue up
-    instead of colliding on the same position.
-    """
-    if role not in Message.Role.values:
-        raise ValueError(f"unknown role {role!r}")
-    if status not in Message.Status.values:
-        raise ValueError(f"unknown status {status!r}")
+    """Append a message at the next position and mark the conversation active."""
+    message = Message(
+        conversation=conversation, role=role, content=content, status=status, model_name=model_name
+    )
     with transaction.atomic():
-        Conversation.objects.filter(pk=conversation.pk).update(
-            next_position=F("next_position") + 1, updated_at=timezone.now()
-        )
-        position = (
-            Conversation.objects.filter(pk=conversation.pk)
-            .values_list("next_position", flat=True)
-            .get()
-            - 1
-        )
-        message = Message.objects.create(
-            conversation=conversation,
-            position=position,
-            role=role,
-            content=content,
-            status=status,
-            model_name=model_name,
-        )
-    conversation.next_position = position + 1
+        _append(conversation, [message])
     return message
+
+
+def _append(conversation: Conversation, messages: list[Message]) -> None:
+    """Save ``messages`` at the end of the conversation, in order, and mark it active: two
+    statements whatever their number (a follow-up turn is on its reply's time to first token).
+
+    Call inside a transaction. The positions come from one UPDATE ... RETURNING on the
+    conversation row, which takes the write lock first (row lock on PostgreSQL, database lock
+    on SQLite), so concurrent appends queue up instead of colliding on the same position.
+    """
+    for message in messages:
+        if message.role not in Message.Role.values:
+            raise ValueError(f"unknown role {message.role!r}")
+        if message.status not in Message.Status.values:
+            raise ValueError(f"unknown status {message.status!r}")
+    first = _reserve_positions(conversation, len(messages))
+    for offset, message in enumerate(messages):
+        message.conversation = conversation
+        message.position = first + offset
+    Message.objects.bulk_create(messages)
+
+
+def _reserve_positions(conversation: Conversation, count: int) -> int:
+    """The first of ``count`` positions taken at the conversation's end, in one round trip
+    (Django's update() cannot return the new value; the ORM way was an UPDATE, then a SELECT)."""
+    meta, quote = Conversation._meta, connection.ops.quote_name
+    table, pk = quote(meta.db_table), meta.pk
+    counter = quote(meta.get_field("next_position").column)
+    updated = meta.get_field("updated_at")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {counter} = {counter} + %s, {quote(updated.column)} = %s "
+            f"WHERE {quote(pk.column)} = %s RETURNING {counter}",
+            [
+                count,
+                updated.get_db_prep_value(timezone.now(), connection),
+                pk.get_db_prep_value(conversation.pk, connection),
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Conversation.DoesNotExist("the conversation is gone")
+    return int(row[0]) - count
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
@@ -134,20 +153,15 @@ def _lock(conversation: Conversation) -> None:
     limits.check_capacity(owner_id=conversation.owner_id)
 
 
-def _placeholder(
-    conversation: Conversation, *, model_name: str, replaces: Message | None
-) -> Message:
-    reply = message_append(
-        conversation=conversation,
+def _placeholder(*, model_name: str, replaces: Message | None = None) -> Message:
+    """The streaming reply, unsaved: ``_append`` saves it with the turn it answers."""
+    return Message(
         role=Message.Role.ASSISTANT,
         content="",
         status=Message.Status.STREAMING,
         model_name=model_name,
+        replaces=replaces,
     )
-    if replaces is not None:
-        reply.replaces = replaces
-        reply.save(update_fields=["replaces"])
-    return reply
 
 
 def reply_request(
@@ -156,10 +170,9 @@ def reply_request(
     """Save the user's turn and the (streaming) reply placeholder, atomically."""
     with transaction.atomic():
         _lock(conversation)
-        user_turn = message_append(
-            conversation=conversation, role=Message.Role.USER, content=content
-        )
-        reply = _placeholder(conversation, model_name=model_name, replaces=None)
+        user_turn = Message(role=Message.Role.USER, content=content)
+        reply = _placeholder(model_name=model_name)
+        _append(conversation, [user_turn, reply])
     return user_turn, reply
 
 
@@ -177,7 +190,7 @@ def conversation_start(
 
     The first message of every chat, on its time to first token: nobody else can know a
     conversation that does not exist yet, so there is nothing to lock or to find busy, and
-    the positions are 0 and 1 (three INSERTs, not reply_request's ~15 queries)."""
+    the positions are 0 and 1 (three INSERTs; reply_request locks and counts first)."""
     with transaction.atomic():
         limits.check_capacity(owner_id=owner.pk)
         conversation = conversation_create(
@@ -222,9 +235,9 @@ def api_completion_start(
             retain_text=bool(getattr(api_key, "store_conversations", True)),
         )
         _lock(conversation)
-        for role, content in turns:
-            message_append(conversation=conversation, role=role, content=content)
-        reply = _placeholder(conversation, model_name=model_name, replaces=None)
+        history = [Message(role=role, content=content) for role, content in turns]
+        reply = _placeholder(model_name=model_name)
+        _append(conversation, [*history, reply])
     return conversation, reply
 
 
@@ -241,7 +254,8 @@ def reply_regenerate(
         later = current.filter(position__gt=last_user.position)
         previous = later.filter(role=Message.Role.ASSISTANT).order_by("-position").first()
         later.update(superseded=True)
-        reply = _placeholder(conversation, model_name=model_name, replaces=previous)
+        reply = _placeholder(model_name=model_name, replaces=previous)
+        _append(conversation, [reply])
     return last_user, reply
 
 
@@ -256,12 +270,9 @@ def reply_edit(
         if original is None:
             raise NothingToAnswer
         current.filter(position__gte=original.position).update(superseded=True)
-        user_turn = message_append(
-            conversation=conversation, role=Message.Role.USER, content=content
-        )
-        user_turn.replaces = original
-        user_turn.save(update_fields=["replaces"])
-        reply = _placeholder(conversation, model_name=model_name, replaces=None)
+        user_turn = Message(role=Message.Role.USER, content=content, replaces=original)
+        reply = _placeholder(model_name=model_name)
+        _append(conversation, [user_turn, reply])
     return user_turn, reply
 
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from chat import selectors, services
-from chat.models import Message
+from chat.models import Conversation, Message
 from tests import factories
 
 
@@ -86,6 +87,84 @@ def test_concurrent_appends_never_collide(owner: Any) -> None:
         .values_list("position", flat=True)
     )
     assert positions == list(range(4 * per_thread))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_turn_and_its_reply_take_adjacent_positions_among_concurrent_appends(owner: Any) -> None:
+    """reply_request reserves two positions in one statement: appends racing it from other
+    threads never land between a user's turn and the reply that answers it, nor collide."""
+    conv = factories.make_conversation(owner)
+    errors: list[BaseException] = []
+    pairs: list[tuple[int, int]] = []
+
+    def appender(n: int) -> None:
+        try:
+            for i in range(10):
+                services.message_append(conversation=conv, role="user", content=f"{n}-{i}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def requester() -> None:
+        try:
+            for i in range(10):
+                turn, reply = services.reply_request(conversation=conv, content=f"q{i}")
+                pairs.append((turn.position, reply.position))
+                Message.objects.filter(pk=reply.pk).update(status=Message.Status.COMPLETE)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=appender, args=(n,)) for n in range(2)]
+    threads.append(threading.Thread(target=requester))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    saved = Message.objects.filter(conversation=conv).order_by("position")
+    assert list(saved.values_list("position", flat=True)) == list(range(40))
+    assert len(pairs) == 10 and all(reply == turn + 1 for turn, reply in pairs)
+    by_position = dict(saved.values_list("position", "content"))
+    assert [by_position[turn] for turn, _ in pairs] == [f"q{i}" for i in range(10)]
+
+
+@pytest.mark.django_db
+def test_a_follow_up_turn_starts_in_nine_statements(owner: Any) -> None:
+    """On its reply's time to first token: lock, busy check, the owner's limits (lock + count),
+    two positions, both messages, the context (+ the transaction's own two). It was 17: a
+    savepoint pair, an UPDATE and a SELECT for each message's position, one INSERT each."""
+    conv, _, first = services.conversation_start(owner=owner, content="hi", model_name="m")
+    Message.objects.filter(pk=first.pk).update(status=Message.Status.COMPLETE, content="hello")
+    with CaptureQueriesContext(connection) as queries:
+        turn, reply = services.reply_request(conversation=conv, content="again", model_name="m")
+        turns = selectors.context_turns(message=reply, max_chars=64_000)
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) <= 9, "\n".join(statements)
+    assert turns == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
+    ]
+    assert (turn.position, reply.position) == (2, 3)
+    conv.refresh_from_db()
+    assert conv.next_position == 4
+
+
+@pytest.mark.django_db
+def test_appending_to_a_deleted_conversation_saves_nothing(owner: Any) -> None:
+    conv = factories.make_conversation(owner)
+    gone = factories.make_conversation(owner)
+    Conversation.objects.filter(pk=gone.pk).delete()  # in another tab, say
+    with pytest.raises(Conversation.DoesNotExist):
+        services.message_append(conversation=gone, role="user", content="anyone there?")
+    with pytest.raises(Conversation.DoesNotExist):
+        services.reply_request(conversation=gone, content="anyone there?")
+    assert Message.objects.count() == 0
+    services.message_append(conversation=conv, role="user", content="still here")
+    assert Message.objects.count() == 1
 
 
 @pytest.mark.django_db
