@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import AsyncConsumer
@@ -89,44 +90,20 @@ class InferenceWorker(Worker):
     """
 
     async def listener(self, channel: str) -> None:
-        await self._reachable()
+        # Redis answering first, so "listening" in the log means it: an operator (or a test)
+        # who starts a second worker can tell when it takes jobs.
+        connection = getattr(self.channel_layer, "connection", None)  # Redis layers only
+        if connection is not None:
+            await _retrying(lambda: connection(0).ping())
         logger.info("listening on channel %r", channel)
-        delay = 0.5
         while True:
-            try:
-                message = await self.channel_layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("channel layer unreachable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.5
+            message = await _retrying(lambda: self.channel_layer.receive(channel))
             if not message.get("type"):
                 logger.error("dropping a message without a type on %s", channel)
                 continue
             scope = {"type": "channel", "channel": channel}
             queue = self.get_or_create_application_instance(channel, scope)
             await queue.put(message)
-
-    async def _reachable(self) -> None:
-        """Wait until the channel layer answers, so "listening" in the log means it: an
-        operator (or a test) who starts a second worker can tell when it takes jobs."""
-        connection = getattr(self.channel_layer, "connection", None)  # Redis layers only
-        if connection is None:
-            return
-        delay = 0.5
-        while True:
-            try:
-                await connection(0).ping()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("channel layer unreachable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def handle(self) -> None:
         start_background(self.channel_layer, inference=True)
@@ -135,6 +112,20 @@ class InferenceWorker(Worker):
 
             serve_worker_metrics()
         await super().handle()
+
+
+async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
+    """``call()``'s result, retried with a growing pause while the channel layer is away."""
+    delay = 0.5
+    while True:
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("channel layer unreachable (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def embedded() -> bool:
