@@ -1,7 +1,8 @@
 """Production's channel layer (stellarchat.redis_layer): a group send of two trips to Redis must
 deliver exactly what channels-redis's own four-trip one does, against a real Redis: every
 member process gets the message once, a full queue misses it (and only that one), a member
-whose membership expired is dropped, and expired messages no longer count against capacity."""
+whose membership expired is dropped, and expired messages no longer count against capacity.
+And a worker on it says it listens only once Redis answers (tests and operators wait for that)."""
 
 from __future__ import annotations
 
