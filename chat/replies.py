@@ -200,6 +200,11 @@ async def _verify(job: Job) -> bool:
     claimed, streaming = await asyncio.gather(
         streams.claim(job.message), database_sync_to_async(_still_streaming)(job.message)
     )
+    return _answers(job, claimed=claimed, streaming=streaming)
+
+
+def _answers(job: Job, *, claimed: bool, streaming: bool) -> bool:
+    """Whether this worker answers the job, said in the log either way."""
     if not claimed:
         logger.info("reply %s: already taken by another worker", job.message)
     elif not streaming:
@@ -233,12 +238,8 @@ async def _run_reply(job: Job, *, layer: Any) -> None:
         # The claim (Redis) and the reading (database) at once: both are on the first
         # token's path, and reading a reply another worker took changes nothing.
         claimed, reading = await asyncio.gather(streams.claim(job.message), _load(job))
-        if not claimed:
-            logger.info("reply %s: already taken by another worker", job.message)
-            return
-        if reading is None:  # already ended (stopped while queued, or swept)
-            return
-        logger.info("reply %s: generating", job.message)
+        if not _answers(job, claimed=claimed, streaming=reading is not None) or reading is None:
+            return  # another worker's, or already ended (stopped while queued, or swept)
     # Queued from here (the worker accepted the job) until the inference thread starts on it,
     # then an active stream until the generation ends; every way out clears both.
     try:
