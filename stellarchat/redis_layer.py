@@ -1,4 +1,19 @@
-"""Production's channel layer: channels-redis's, with a group send of two trips to Redis, not four.
+"""Production's channel layer: channels-redis's, with a receive that loses nothing when a socket
+closes, and a group send of two trips to Redis, not four.
+
+Receiving: all sockets of a web process share one Redis queue, and whichever socket's
+``receive`` holds channels-redis's receive lock pops it (BZPOPMIN) for all of them. When that
+socket closes, Channels cancels its ``receive``; if Redis had already popped a message (for any
+socket of the process), the cancelled read drops it: redis-py closes the connection under a
+cancelled command, and channels-redis writes its backup copy only after the pop returns (the
+loss of django/channels issue 1683 and channels_redis issue 366). Under load, with people
+coming and going, another socket then misses a ``stream.start`` or ``message.saved`` and never
+sees its reply (the load test failed so in CI; tests/deploy/test_redis_layer.py shows stock
+channels-redis losing messages under churn, and this layer none). Here the pop runs in a task
+of its own, which a cancelled caller leaves running: the lock's next holder takes it over and
+hands out what it popped, in order, exactly as channels-redis does with its own.
+
+Group sends:
 
 channels-redis's ``group_send`` makes four trips one after another: drop expired members, read
 the members, drop expired messages of their queues, then a script that queues the message. Every
@@ -13,6 +28,7 @@ own code (``_map_channel_keys_to_connection``), so this depends on its pinned ve
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -43,6 +59,49 @@ return over_capacity
 
 
 class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pops: dict[str, asyncio.Task[Any]] = {}  # a process queue's pop in flight
+
+    async def receive_single(self, channel: str) -> Any:
+        """channels-redis's pop of one message, safe from a cancelled caller.
+
+        For a process's queue (``specific.<prefix>!``) the caller is whichever socket holds the
+        receive lock. The pop runs as a task of its own; if the caller is cancelled (its
+        socket closed), the task goes on, and the next holder of the lock awaits that same
+        task instead of popping again: nothing popped is dropped, and there is never more than
+        one pop, so order is kept. A shared queue (the inference jobs) keeps the stock read."""
+        if "!" not in channel:
+            return await super().receive_single(channel)
+        loop = asyncio.get_running_loop()
+        pop = self._pops.get(channel)
+        if pop is None or pop.get_loop() is not loop or _failed(pop):
+            # None in flight, one left by a closed event loop, or one that failed after its
+            # caller was gone (nobody is left to tell): pop afresh.
+            pop = loop.create_task(super().receive_single(channel))
+            pop.add_done_callback(_failed)
+            self._pops[channel] = pop
+        try:
+            result = await asyncio.shield(pop)
+        except asyncio.CancelledError:
+            raise  # the pop goes on; the lock's next holder (or the next receive) takes it over
+        except BaseException:
+            self._forget(channel, pop)  # Redis failed: the caller hears it, the next one retries
+            raise
+        self._forget(channel, pop)
+        return result
+
+    async def close_pools(self) -> None:
+        """channels-redis's, after ending the pops in flight (the layer is shutting down)."""
+        for pop in self._pops.values():
+            pop.cancel()
+        self._pops.clear()
+        await super().close_pools()
+
+    def _forget(self, channel: str, pop: asyncio.Task[Any]) -> None:
+        if self._pops.get(channel) is pop:
+            del self._pops[channel]
+
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """channels-redis's group send (same checks, deliveries and log line), in two trips."""
         assert self.require_valid_group_name(group), "Group name not valid"
@@ -65,3 +124,10 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
                 logger.info(
                     "%s of %s channels over capacity in group %s", over, len(channel_names), group
                 )
+
+
+def _failed(task: asyncio.Task[Any]) -> bool:
+    """Whether a pop ended without a message. Also its done callback: a pop may fail with
+    nobody awaiting it (its caller cancelled); that marks the failure seen, so asyncio does
+    not log it as never retrieved."""
+    return task.done() and (task.cancelled() or task.exception() is not None)
