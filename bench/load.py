@@ -219,7 +219,7 @@ class Stats:
             self.expected[code] += 1
             return
         self.unexpected[code] += 1
-        self.examples.setdefault(code, f"{turn.client_id if turn else '-'}: {detail}"[:300])
+        self.examples.setdefault(code, f"{turn.client_id if turn else '-'}: {detail}"[:1500])
 
 
 @dataclass
@@ -343,7 +343,10 @@ class Person:
             left = deadline - loop.time()
             if left <= 0:
                 self.stats.error(
-                    "reply_timeout", turn, f"no stream.end in {self.plan.reply_timeout} s"
+                    "reply_timeout",
+                    turn,
+                    f"no stream.end in {self.plan.reply_timeout} s ({turn.plan}, on "
+                    f"{turn.server}; saw {turn.seen})",
                 )
                 return
             try:
