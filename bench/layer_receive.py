@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import random
 import statistics
 import sys
 import time
@@ -35,13 +33,14 @@ sys.path.insert(0, str(ROOT))
 from channels_redis.core import RedisChannelLayer as Stock  # noqa: E402
 
 from stellarchat.redis_layer import RedisChannelLayer as Ours  # noqa: E402
+from tests.deploy import layer_churn  # noqa: E402
 from tests.e2e import livedaphne  # noqa: E402
 
 REDIS_INDEX = 7
 
 
 def make(cls: type, url: str) -> Any:
-    return cls(hosts=[{"address": url, "socket_timeout": None}], capacity=100_000)
+    return layer_churn.make(cls, url, capacity=100_000)
 
 
 async def delivery(cls: type, url: str, sockets: int, messages: int) -> dict[str, float]:
@@ -85,46 +84,7 @@ async def delivery(cls: type, url: str, sockets: int, messages: int) -> dict[str
 
 
 async def churn(cls: type, url: str, messages: int, seed: int) -> dict[str, float]:
-    layer, sender = make(cls, url), make(Stock, url)
-    staying = await layer.new_channel()
-    got: list[int] = []
-    closed = 0
-    rng = random.Random(seed)
-
-    async def receive_all() -> None:
-        while len(got) < messages:
-            got.append((await layer.receive(staying))["i"])
-
-    async def come_and_go() -> None:
-        nonlocal closed
-        while True:
-            receiving = asyncio.ensure_future(layer.receive(await layer.new_channel()))
-            await asyncio.sleep(rng.random() * 0.003)
-            receiving.cancel()
-            await asyncio.wait({receiving})  # (a cancellation of this task itself goes through)
-            closed += 1
-
-    async def busy() -> None:
-        while True:
-            time.sleep(0.001)
-            await asyncio.sleep(0.001)
-
-    receiver = asyncio.ensure_future(receive_all())
-    others = [asyncio.ensure_future(c()) for c in (come_and_go, come_and_go, busy)]
-    try:
-        for i in range(messages):
-            await sender.send(staying, {"type": "x", "i": i})
-            await asyncio.sleep(rng.random() * 0.002)
-        for task in others:  # the churn stops with the sending
-            task.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(receiver), 3)
-    finally:
-        for task in [receiver, *others]:
-            task.cancel()
-        await asyncio.gather(receiver, *others, return_exceptions=True)
-    await layer.close_pools()
-    await sender.close_pools()
+    got, closed = await layer_churn.churn(cls, url, messages, seed)
     return {"missed": messages - len(set(got)), "closed": closed}
 
 

@@ -9,8 +9,6 @@ listens only once Redis answers (tests and operators wait for that)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -22,15 +20,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stellarchat.redis_layer import RedisChannelLayer as Ours
 from tests import services
+from tests.deploy.layer_churn import churn, make
 from tests.e2e import livedaphne
 
 pytestmark = pytest.mark.asyncio
 
 Scenario = Callable[[Any, Any], Awaitable[Any]]
-
-
-def make(cls: type, url: str, **config: Any) -> Any:
-    return cls(hosts=[{"address": url, "socket_timeout": None}], **config)
 
 
 async def drain(layer: Any, channel: str) -> list[Any]:
@@ -190,52 +185,6 @@ async def test_a_closing_socket_does_not_take_anothers_message(waiting: bool) ->
         ours = await closing_socket_takes_a_message(Ours, url, waiting)
     assert stock is None  # channels-redis 4.3.0 loses it (if this fails, it no longer does)
     assert ours == {"type": "stream.start", "message": "m1"}
-
-
-async def churn(cls: type, url: str, count: int) -> tuple[list[int], int]:
-    """One socket receives ``count`` numbered messages while sockets of the same process
-    open and close around it (their receives cancelled at random moments) and the event loop
-    is now and then busy, as a loaded web process's is. Returns what it got, and how many of
-    the other sockets' receives were cancelled."""
-    layer, sender = make(cls, url, capacity=100_000), make(Stock, url, capacity=100_000)
-    staying = await layer.new_channel()
-    got: list[int] = []
-    closed = 0
-    rng = random.Random(7)
-
-    async def receive_all() -> None:
-        while len(got) < count:
-            got.append((await layer.receive(staying))["i"])
-
-    async def come_and_go() -> None:
-        nonlocal closed
-        while True:
-            receiving = asyncio.ensure_future(layer.receive(await layer.new_channel()))
-            await asyncio.sleep(rng.random() * 0.003)
-            receiving.cancel()
-            await asyncio.wait({receiving})  # (a cancellation of this task itself goes through)
-            closed += 1
-
-    async def busy() -> None:
-        while True:
-            time.sleep(0.001)
-            await asyncio.sleep(0.001)
-
-    receiver = asyncio.ensure_future(receive_all())
-    others = [asyncio.ensure_future(c()) for c in (come_and_go, come_and_go, busy)]
-    try:
-        for i in range(count):
-            await sender.send(staying, {"type": "stream.delta", "i": i})
-            await asyncio.sleep(rng.random() * 0.002)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(receiver, 3)
-    finally:
-        for task in [receiver, *others]:
-            task.cancel()
-        await asyncio.gather(receiver, *others, return_exceptions=True)
-        await layer.close_pools()
-        await sender.close_pools()
-    return got, closed
 
 
 async def test_sockets_coming_and_going_make_no_other_socket_miss_anything() -> None:
