@@ -132,8 +132,16 @@ class Host:
         with self.lock:
             self.cancels[rid] = cancel
 
+        first = True
+
         def emit(item: Any) -> None:
+            nonlocal first
             self.post(rid, "r" if isinstance(item, Result) else "d", item)
+            if first:
+                # A reply's first words cross now, not when the step ends: the rest of the
+                # step (the batch's other rows, the cache's bookkeeping) is not their wait.
+                first = False
+                self.flush()
 
         def submit() -> None:
             self.backend._submit(

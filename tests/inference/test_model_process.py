@@ -242,3 +242,56 @@ def test_frames_survive_being_read_in_pieces() -> None:
 def test_a_frame_that_claims_an_absurd_size_is_refused() -> None:
     with pytest.raises(ValueError, match="out of step"):
         list(FrameReader().feed(b"\xff\xff\xff\xff" + b"x" * 10))
+
+
+class _HeldStep:
+    """A backend stand-in whose step emits each reply's first word, then stays open until
+    told to end (a long step: many rows, or a slow machine)."""
+
+    ready = True
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.after_step: Any = None
+
+    def _submit(self, turns: Any, options: Any, cancel: Any, emit: Any, **kw: Any) -> None:
+        kw["on_start"]()
+        emit("Hello")
+        assert self.release.wait(30), "the test never ended the step"
+        emit(" there")
+        emit(Result(finish_reason="stop"))
+        self.after_step()  # the step's end: what is left goes now
+
+
+def test_a_replys_first_words_cross_before_its_step_ends() -> None:
+    from inference.model_process import Host
+
+    read, write = os.pipe()
+    host = Host(write, {"model": str(BUNDLED), "device": "cpu"})
+    host.backend = held = _HeldStep()
+    held.after_step = host.flush
+    step = threading.Thread(target=host.generate, args=(7, user("hi"), GREEDY))
+    step.start()
+    try:
+        reader, got = FrameReader(), []
+        os.set_blocking(read, False)
+        deadline = time.monotonic() + 5
+        while not any(kind == "d" for frame in got for _, kind, _ in frame):
+            assert time.monotonic() < deadline, "the first words waited for the step's end"
+            try:
+                got.extend(reader.feed(os.read(read, 65536)))
+            except BlockingIOError:
+                time.sleep(0.01)
+        first = [event for frame in got for event in frame]
+        assert first == [(7, "s", None), (7, "d", "Hello")]  # and nothing of the step's rest
+        held.release.set()
+        step.join(10)
+        os.set_blocking(read, True)
+        rest = next(reader.feed(os.read(read, 65536)))
+        assert [(rid, kind) for rid, kind, _ in rest] == [(7, "d"), (7, "r")]
+        assert rest[0][2] == " there" and rest[1][2].finish_reason == "stop"
+    finally:
+        held.release.set()
+        step.join(10)
+        os.close(read)
+        os.close(write)
