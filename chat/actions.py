@@ -68,7 +68,7 @@ def rate_limited(exc: limits.RateLimited, frame: Frame) -> ProtocolError:
 async def check_rate(user: Any, frame: Frame) -> None:
     """Count the message against the user's per-minute limit, before anything is saved."""
     try:
-        await limits.hit_message_rate(user.pk)
+        await limits.hit_message_rate(user.pk, report=False)
     except limits.RateLimited as exc:
         raise rate_limited(exc, frame) from None
 

@@ -73,15 +73,21 @@ def _limiter() -> MovingWindowRateLimiter:
     return limiter
 
 
-async def hit_message_rate(user_id: int) -> RateState | None:
+async def hit_message_rate(user_id: int, *, report: bool = True) -> RateState | None:
     """Count one message against the user's per-minute window; raise ``RateLimited`` when
-    the window is full (the refused attempt is not counted). None when the limit is off."""
+    the window is full (the refused attempt is not counted). None when the limit is off.
+
+    ``report=False``: the caller has no use for the window's state when the message is
+    allowed (the chat socket; the REST API sends it as headers), so it is not read: with
+    Redis that is one trip less on every message's way to its first token."""
     per_minute = settings.STELLARCHAT_RATE_LIMIT_PER_MINUTE
     if not per_minute:
         return None
     limiter = _limiter()
     item = RateLimitItemPerMinute(per_minute)
     allowed = await limiter.hit(item, "messages", str(user_id))
+    if allowed and not report:
+        return None
     stats = await limiter.get_window_stats(item, "messages", str(user_id))
     reset_after = max(1, math.ceil(stats.reset_time - time.time()))
     if not allowed:

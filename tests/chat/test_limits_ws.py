@@ -340,6 +340,42 @@ async def test_hit_message_rate_is_off_at_zero(settings: Any) -> None:
     assert [await limits.hit_message_rate(7003) for _ in range(100)] == [None] * 100
 
 
+async def quiet_hits(user_id: int, count: int) -> tuple[list[Any], int]:
+    """``count`` unreported hits; also how often the window's state was read meanwhile."""
+    limiter = limits._limiter()
+    reads = 0
+    read = limiter.get_window_stats
+
+    async def counted(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read(*args)
+
+    limiter.get_window_stats = counted  # type: ignore[method-assign]
+    try:
+        return [await limits.hit_message_rate(user_id, report=False) for _ in range(count)], reads
+    finally:
+        del limiter.get_window_stats
+
+
+async def unreported_hits_count_and_refuse(settings: Any, user_id: int) -> None:
+    settings.STELLARCHAT_RATE_LIMIT_PER_MINUTE = 3
+    states, reads = await quiet_hits(user_id, 3)
+    assert states == [None] * 3 and reads == 0  # allowed: the window is not read back
+    with pytest.raises(limits.RateLimited) as info:
+        await quiet_hits(user_id, 1)
+    assert info.value.limit == "rate" and 1 <= info.value.retry_after <= 60  # refused: it is
+    reported = await limits.hit_message_rate(user_id + 1)  # others' windows: untouched
+    assert reported is not None and reported.remaining == 2
+
+
+@pytest.mark.asyncio
+async def test_an_unreported_hit_counts_and_refuses_without_reading_the_window(
+    settings: Any,
+) -> None:
+    await unreported_hits_count_and_refuse(settings, 7011)
+
+
 def test_rate_limited_retry_after_is_at_least_one() -> None:
     assert limits.RateLimited("rate", "x", retry_after=0).retry_after == 1
     assert limits.RateLimited("rate", "x", retry_after=-5).retry_after == 1
@@ -395,3 +431,11 @@ def test_without_redis_each_event_loop_counts_alone(settings: Any) -> None:
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith(".InMemoryChannelLayer")
     assert hit_in_a_new_loop(8101) is not None
     assert hit_in_a_new_loop(8101) is not None
+
+
+@pytest.mark.redis
+def test_with_redis_an_unreported_hit_counts_and_refuses_without_reading_the_window(
+    settings: Any, redis_layer: Any
+) -> None:
+    asyncio.run(unreported_hits_count_and_refuse(settings, 8201))
+    assert any("8201" in key.decode() for key in redis_layer.keys("*"))
