@@ -203,6 +203,12 @@ class AppLoop:
 class Live:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
+        self.stages: str | None = None  # --stages: the file the servers stamp, and we too
+
+    def stamp(self, stage: str, at: float) -> None:
+        if self.stages:
+            with open(self.stages, "a") as out:
+                out.write(f"{at:.6f} {stage}\n")
 
     @classmethod
     async def open(cls, base: str, cookie: str) -> Live:
@@ -226,6 +232,7 @@ class Live:
             "options": {"temperature": 0, "max_new_tokens": tokens},
         }
         started = time.perf_counter()
+        self.stamp(SENT, started)
         await self.ws.send(json.dumps(frame))
         first = last = 0.0
         text = ""
@@ -238,7 +245,10 @@ class Live:
             kind = got["type"]
             if kind in ("message.saved", "stream.start"):
                 stages[kind] = (now - started) * 1000
+                self.stamp(f"client: {kind} received", now)
             if kind == "stream.delta":
+                if not first:
+                    self.stamp(FIRST, now)
                 first = first or now
                 last = now
                 text += got["delta"]
@@ -270,8 +280,9 @@ class Live:
 
 
 @contextmanager
-def topology(name: str, threads: int) -> Iterator[str]:
-    """Start the servers of a topology; yield the web URL."""
+def topology(name: str, threads: int, stages: str | None = None) -> Iterator[str]:
+    """Start the servers of a topology; yield the web URL. ``stages``: a file every server
+    process stamps its stages in (bench/stages/sitecustomize.py)."""
     from tests.e2e import livedaphne
 
     env = {
@@ -286,6 +297,9 @@ def topology(name: str, threads: int) -> Iterator[str]:
         "STELLARCHAT_TORCH_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
     }
+    if stages:
+        env["PYTHONPATH"] = str(ROOT / "bench" / "stages")
+        env["STELLARCHAT_STAGES_FILE"] = stages
     with ExitStack() as stack:
         data = stack.enter_context(tempfile.TemporaryDirectory(prefix="stellarchat-bench-"))
         env["STELLARCHAT_DATA_DIR"] = data
@@ -306,13 +320,15 @@ class Outcome:
     topology: str
     pairs: list[tuple[Sample, Sample]]  # (bare, live)
     app: list[Sample]
+    stages: list[dict[str, float]] = field(default_factory=list)  # --stages: ms after the send
 
 
 async def measure(name: str, args: argparse.Namespace, bare: Bare, app: AppLoop | None) -> Outcome:
     from tests.e2e.wsclient import signup
 
     started = time.perf_counter()
-    with topology(name, args.threads) as url:
+    stamps = os.path.join(args.stage_dir, f"{name}.stages") if args.stage_dir else None
+    with topology(name, args.threads, stamps) as url:
         cookie = signup(url, f"bench{name}")
         live = await Live.open(url, cookie)
         for _ in range(2):  # warm: the model loaded, code paths and caches hot, both sides
@@ -320,6 +336,7 @@ async def measure(name: str, args: argparse.Namespace, bare: Bare, app: AppLoop 
             await live.settle(args.settle)
             bare.run(args.prompt, 16)
         print(f"[{name}] servers up and warm in {time.perf_counter() - started:.1f} s")
+        live.stages = stamps  # the measured runs only
         sides: list[tuple[str, Callable[[], Any]]] = [
             ("bare", lambda: bare.run(args.prompt, args.tokens)),
             ("live", lambda: live.run(args.prompt, args.tokens)),
@@ -348,7 +365,44 @@ async def measure(name: str, args: argparse.Namespace, bare: Bare, app: AppLoop 
             )
         await live.close()
     print(f"[{name}] done in {time.perf_counter() - started:.1f} s")
-    return Outcome(name, pairs, app_samples)
+    return Outcome(name, pairs, app_samples, read_stages(stamps) if stamps else [])
+
+
+SENT = "client: chat.send sent"
+FIRST = "client: first stream.delta received"
+
+
+def read_stages(path: str) -> list[dict[str, float]]:
+    """Per measured run, each stage's first stamp after the send, in ms after it."""
+    with open(path) as stamps:
+        lines = stamps.read().splitlines()
+    rows = sorted((float(at), stage) for at, _, stage in (line.partition(" ") for line in lines))
+    runs: list[dict[str, float]] = []
+    sent = 0.0
+    for at, stage in rows:
+        if stage == SENT:
+            sent = at
+            runs.append({})
+        elif runs and stage not in runs[-1]:
+            runs[-1][stage] = (at - sent) * 1000
+    return [run for run in runs if FIRST in run]
+
+
+def stage_table(runs: list[dict[str, float]]) -> list[str]:
+    """Stages up to the first delta, by median: median and p95 after the send, and the step
+    from the stage before (medians)."""
+    end = statistics.median(run[FIRST] for run in runs)
+    names = {stage for run in runs for stage in run}
+    rows = []
+    for stage in names:
+        times = [run[stage] for run in runs if stage in run]
+        if len(times) * 2 >= len(runs) and statistics.median(times) <= end:
+            rows.append((statistics.median(times), pct(times, 95), stage))
+    lines, before = [], 0.0
+    for median, p95, stage in sorted(rows):
+        lines.append(f"  {median:7.2f} {p95:7.2f}  {median - before:+6.2f}  {stage}")
+        before = median
+    return lines
 
 
 def report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
@@ -403,6 +457,12 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
             f"[{o.topology}] live ttft minus the server's own ttft (the path around the "
             f"model, no prefill) p50/p95: {pct(own, 50):.1f}/{pct(own, 95):.1f} ms"
         )
+        if o.stages:
+            print(
+                f"[{o.topology}] where the first token's time goes ({len(o.stages)} runs; "
+                "every process's stamps on one clock): ms after the send, p50, p95, step"
+            )
+            print("\n".join(stage_table(o.stages)))
     print()
     header = (
         f"{'topology':<10} {'B1 live/bare':>12} {'goal':>7} {'':<4}  "
@@ -436,6 +496,7 @@ async def amain(args: argparse.Namespace) -> None:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="stellarchat-bench-") as data:
         app = AppLoop(data) if args.app_loop else None
+        args.stage_dir = data if args.stages else None
         outcomes = [await measure(name, args, bare, app) for name in names]
     report(outcomes, args)
     print(
@@ -454,6 +515,12 @@ def main() -> None:
     )
     parser.add_argument("--settle", type=float, default=0.3, help="pause after a live run (s)")
     parser.add_argument("--app-loop", action="store_true", help="add the in-process app loop")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="stamp each stage of the way to the first token in every server process and "
+        "print where the time goes (bench/stages; B1 is not for reading from such a run)",
+    )
     parser.add_argument("--prompt", default=PROMPT, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads <= 0:  # what the app picks (inference.backends.hf.cpu_threads)
