@@ -289,6 +289,15 @@ def report(label: str, levels: list[Level]) -> float | None:
             f"{(statistics.median(ttfts) * 1000 if ttfts else float('nan')):>7.0f}ms "
             f"{(max(ttfts) * 1000 if ttfts else float('nan')):>7.0f}ms {errors:>6}"
         )
+    # A short reply's rate rests on few deltas (one flush interval can halve it): the slowest
+    # replies with their lengths tell a slow stream from a short one.
+    for level in levels:
+        timed = sorted((r, s.tokens) for s in level.streams if (r := s.decode_rate) is not None)
+        if level.n >= 16 and timed:
+            print(
+                f"  N={level.n}: slowest replies (tok/s, tokens): "
+                + ", ".join(f"{rate:.0f} ({tokens})" for rate, tokens in timed[:6])
+            )
     return base
 
 
