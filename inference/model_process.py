@@ -81,7 +81,8 @@ def read_frames(fd: int) -> Iterator[Any]:
 
 class Host:
     """Serves one TransformersBackend to the parent: requests in, one frame of events out per
-    decode step (the scheduler's ``after_step``), so 16 replies' deltas cross in one write."""
+    decode step (the scheduler's ``after_step``), so 16 replies' deltas cross in one write; a
+    reply's first words go in a frame of their own, at once (its time to first token)."""
 
     def __init__(self, out_fd: int, config: dict[str, Any]) -> None:
         from inference.backends.hf import TransformersBackend
