@@ -57,8 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = "1"  # never download: the bundled model is on disk
 
+from tests.e2e.wsclient import LONG_PROMPT  # noqa: E402
+
 MODEL = ROOT / "inference" / "bundled" / "stellarbyte-mini"
-PROMPT = " ".join(str(i) for i in range(1, 200))[:300]  # greedy: no end token for 700+ tokens
+PROMPT = LONG_PROMPT  # greedy: no end token for 700+ tokens
 SECRET = "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 REDIS_INDEX = 6
 GOAL_RATIO = 0.95

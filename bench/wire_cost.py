@@ -36,8 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.e2e.wsclient import LONG_PROMPT  # noqa: E402
+
 SECRET = "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
-PROMPT = " ".join(str(i) for i in range(1, 200))[:300]  # greedy: no end token for 700+ tokens
+PROMPT = LONG_PROMPT  # greedy: no end token for 700+ tokens
 GOAL = 60.0
 
 

@@ -23,17 +23,15 @@ import pytest
 from openai import OpenAI
 
 from tests.e2e import livedaphne
-from tests.e2e.wsclient import LiveSocket, signup
+from tests.e2e.wsclient import LONG_PROMPT, LiveSocket, signup
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
 SECRET = "remote-e2e-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 MODEL = "stellarbyte-mini"
-# A reply that outlasts any stop or kill by seconds: on a list of numbers the bundled model,
-# greedy, writes 700+ tokens without an end token (bench/stream_efficiency.py's prompt). Its
-# stories end by themselves in 30-60 tokens, a fifth of a second on a quick machine: a stop
-# then raced the reply's own end and lost in five tries out of five (CI, 2026-12-03).
-LONG_PROMPT = " ".join(str(i) for i in range(1, 200))[:300]
+# A reply that outlasts any stop or kill by seconds (LONG_PROMPT, greedy: 700+ tokens). A
+# story ends by itself in 30-60 tokens, a fifth of a second on a quick machine: a stop then
+# raced the reply's own end and lost in five tries out of five (CI, 2026-12-03).
 LONG = {"temperature": 0, "max_new_tokens": 1000}
 
 

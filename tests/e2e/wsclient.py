@@ -11,6 +11,11 @@ from typing import Any
 
 import websockets
 
+# A reply that runs long on the bundled model: on this list of numbers it writes 700+ tokens,
+# greedy, without an end token (its answers to ordinary prompts end within 30-60 tokens). For
+# benchmarks that time a long reply and tests that must stop or kill one mid-way.
+LONG_PROMPT = " ".join(str(i) for i in range(1, 200))[:300]
+
 
 def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
     jar = {}
