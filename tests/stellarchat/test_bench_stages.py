@@ -29,55 +29,48 @@ print(type(items[-1]).__name__, sum(isinstance(item, str) for item in items) > 0
 """
 
 
-@pytest.mark.slow
-def test_a_server_process_stamps_its_stages_without_a_change_to_the_app(tmp_path: Path) -> None:
-    stamps = tmp_path / "stages"
+def child(code: str, tmp_path: Path, **env: str) -> str:
+    """Run ``code`` as a server process of the bench runs (``bench/stages`` on its
+    PYTHONPATH, Django set up by the code itself); its standard output."""
     run = subprocess.run(
-        [sys.executable, "-c", CHILD],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(ROOT / "bench" / "stages"),
-            "STELLARCHAT_STAGES_FILE": str(stamps),
             "DJANGO_SETTINGS_MODULE": "stellarchat.settings",
             "DJANGO_DEBUG": "1",
             "STELLARCHAT_DATA_DIR": str(tmp_path),
             "HF_HUB_OFFLINE": "1",
+            **env,
         },
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip().splitlines()[-1] == "Result True"  # the reply passes through
-    stages = [line.split(" ", 1)[1] for line in stamps.read_text().splitlines()]
+    return run.stdout
+
+
+@pytest.mark.slow
+def test_a_server_process_stamps_its_stages_without_a_change_to_the_app(tmp_path: Path) -> None:
+    stamps = tmp_path / "stages"
+    out = child(CHILD, tmp_path, STELLARCHAT_STAGES_FILE=str(stamps))
+    assert out.strip().splitlines()[-1] == "Result True"  # the reply passes through
+    lines = [line.split(" ", 1) for line in stamps.read_text().splitlines()]
+    stages = [stage for _, stage in lines]
     assert stages == ["web: rate checked", "model: request read", "model: first words picked"]
-    times = [float(line.split(" ", 1)[0]) for line in stamps.read_text().splitlines()]
+    times = [float(at) for at, _ in lines]
     assert times == sorted(times)
 
 
 def test_without_the_file_nothing_is_wrapped(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import django; django.setup(); from chat import limits; "
-            "print(hasattr(limits.hit_message_rate, '__wrapped__'))",
-        ],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(ROOT / "bench" / "stages"),
-            "DJANGO_SETTINGS_MODULE": "stellarchat.settings",
-            "DJANGO_DEBUG": "1",
-            "STELLARCHAT_DATA_DIR": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = child(
+        "import django; django.setup(); from chat import limits; "
+        "print(hasattr(limits.hit_message_rate, '__wrapped__'))",
+        tmp_path,
     )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "False"
+    assert out.strip() == "False"
 
 
 def test_stamps_line_up_per_run_after_each_send(tmp_path: Path) -> None:
