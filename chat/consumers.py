@@ -6,7 +6,6 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -15,6 +14,7 @@ from api.services import key_group
 from chat import actions, selectors, streams
 from chat.protocol import ProtocolError, error_frame, parse_frame
 from stellarchat import logs, metrics
+from stellarchat.consumers import DirectDispatch
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +36,7 @@ def is_broker_outage(exc: BaseException) -> bool:
     )
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """As channels' own, without the hop to the database thread it makes before every
-        message (``aclose_old_connections``): every database call here goes through
-        ``database_sync_to_async``, which closes stale connections itself, and a reply's
-        deltas (many a second, for every socket) never touch the database, so they need not
-        queue behind its work."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
+class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:

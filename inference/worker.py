@@ -22,6 +22,8 @@ from channels.consumer import AsyncConsumer
 from channels.worker import Worker
 from django.conf import settings
 
+from stellarchat.consumers import DirectDispatch
+
 logger = logging.getLogger(__name__)
 
 _tasks: set[asyncio.Task[Any]] = set()
@@ -42,7 +44,7 @@ def _background(coro: Any) -> asyncio.Task[Any]:
     return _keep(asyncio.get_running_loop().create_task(coro, context=contextvars.Context()))
 
 
-class InferenceConsumer(AsyncConsumer):
+class InferenceConsumer(DirectDispatch, AsyncConsumer):
     async def inference_generate(self, message: dict[str, Any]) -> None:
         from chat.replies import Job, run_reply
 
