@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -23,6 +23,7 @@ from chat.models import Conversation, Message
 from chat.protocol import Frame, ProtocolError
 from inference.backends import model_name
 from inference.backends.base import Result
+from stellarchat import layers
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,11 @@ async def start_reply(
     reply: Message,
     options: dict[str, Any],
     turns: list[dict[str, str]] | None = None,
+    announce: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> None:
-    """Publish stream.start and queue the job. The reply exists (streaming) from here on.
+    """Publish ``announce`` (group, event: what comes before the reply, such as its user
+    turn), then stream.start, and queue the job, in that order and in one go (two trips to
+    Redis). The reply exists (streaming) from here on.
 
     ``turns``: the context the reply answers, when the caller read it already (then the job
     carries it and the conversation's options, and the worker starts the model without a trip
@@ -91,23 +95,21 @@ async def start_reply(
     first flush, readers find no text and use the database's (empty), and the sweeper gives a
     reply without a heartbeat a whole timeout from when it first sees it."""
     conv, msg = str(conversation.pk), str(reply.pk)
-    await layer.group_send(
-        streams.conversation_group(conv),
-        {
-            "type": "stream.start",
-            "conversation": conv,
-            "message": msg,
-            "replaces": str(reply.replaces_id) if reply.replaces_id else None,
-        },
-    )
+    started = {
+        "type": "stream.start",
+        "conversation": conv,
+        "message": msg,
+        "replaces": str(reply.replaces_id) if reply.replaces_id else None,
+    }
     job = replies.Job(
         conversation=conv,
         message=msg,
         options={**conversation.options, **options},  # as the worker merges them
         turns=turns,
     )
+    events = [*announce, (streams.conversation_group(conv), started)]
     try:
-        await layer.send(INFERENCE_CHANNEL, job.as_message())
+        await layers.send_in_order(layer, events, INFERENCE_CHANNEL, job.as_message())
     except ChannelFull:
         result = Result(
             finish_reason="error",
@@ -149,13 +151,11 @@ async def send(
         "title": "",
         "client_id": frame.client_id,
     }
-    await join(str(conversation.pk))
     target = (
         streams.user_group(user.pk)
         if api_key is None
         else streams.conversation_group(conversation.pk)
     )
-    await layer.group_send(target, created)
     # The whole context is the system prompt and this turn: no need to read it back.
     turns = selectors.thread_turns(
         conversation.system_prompt,
@@ -171,6 +171,7 @@ async def send(
         join=join,
         options=frame.options,
         turns=turns,
+        first=[(target, created)],
     )
     return []
 
@@ -283,14 +284,24 @@ async def _announce_and_start(
     join: Join,
     options: dict[str, Any],
     turns: list[dict[str, str]] | None,
+    first: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> None:
-    """After a reply-starting service: follow the conversation, announce the user turn (when
-    there is a new one), start streaming."""
+    """After a reply-starting service: follow the conversation (before the job: its first
+    deltas must find this socket in the group), then announce ``first`` and the user turn
+    (when there is a new one) and start streaming, in one go."""
     await join(str(conversation.pk))
+    announce = list(first)
     if user_turn is not None:
         group = streams.conversation_group(conversation.pk)
-        await layer.group_send(group, saved_frame(user_turn, frame.client_id))
-    await start_reply(layer, conversation=conversation, reply=reply, options=options, turns=turns)
+        announce.append((group, saved_frame(user_turn, frame.client_id)))
+    await start_reply(
+        layer,
+        conversation=conversation,
+        reply=reply,
+        options=options,
+        turns=turns,
+        announce=announce,
+    )
 
 
 async def stop(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from channels import layers
@@ -48,3 +49,23 @@ class InMemoryChannelLayer(layers.InMemoryChannelLayer):
     async def flush(self) -> None:
         await super().flush()
         self._cleaned = 0.0
+
+
+async def send_in_order(
+    layer: Any,
+    group_messages: Sequence[tuple[str, dict[str, Any]]],
+    channel: str,
+    message: dict[str, Any],
+) -> None:
+    """``group_send`` of each of ``group_messages``, then ``send(channel, message)``, in order.
+
+    A reply's announcements and its job: the Redis layer does them in two trips
+    (``stellarchat.redis_layer``), and they are on the path to the first token. Other layers
+    (in memory, a stock one named in settings) get the plain calls."""
+    in_order = getattr(layer, "send_in_order", None)
+    if in_order is not None:
+        await in_order(group_messages, channel, message)
+        return
+    for group, group_message in group_messages:
+        await layer.group_send(group, group_message)
+    await layer.send(channel, message)

@@ -24,6 +24,12 @@ expired messages itself, as the separate pipeline did, then queues with the same
 what is sent where, and what counts as over capacity, is unchanged: the rest is channels-redis's
 own code (``_map_channel_keys_to_connection``), so this depends on its pinned version
 (requirements.txt; tests/deploy/test_layer_capacity.py runs against a real Redis).
+
+Starting a reply (``send_in_order``): its announcements (conversation.created, message.saved,
+stream.start) and its job go to Redis as one read of the groups' members and one script, not
+ten trips one after another; the script queues them in order (each a microsecond after the
+one before: a queue pops the lowest score first), so the job is never seen before them. A
+group join is one pipeline, not two trips.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
 
 logger = logging.getLogger(__name__)
@@ -55,6 +63,32 @@ for i = 1, n do
     end
 end
 return over_capacity
+"""
+
+
+# As GROUP_SEND_LUA, for several messages in order. KEYS: the queues, one per delivery (a queue
+# may come again). ARGV: one message, one capacity and one "must" flag per key, then the time
+# now, the queue expiry and the oldest score to keep. A delivery whose queue is full is skipped
+# and counted, as in a group send; a "must" one (the job: ``send`` raises ChannelFull for it)
+# ends the script there and its position is returned.
+SEND_IN_ORDER_LUA = """
+local n = #KEYS
+local now = tonumber(ARGV[3 * n + 1])
+local expiry = ARGV[3 * n + 2]
+local oldest = ARGV[3 * n + 3]
+local over_capacity = 0
+for i = 1, n do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, oldest)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + n]) then
+        redis.call('ZADD', KEYS[i], now + (i - 1) * 0.000001, ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    elseif ARGV[i + 2 * n] == '1' then
+        return {over_capacity, i}
+    else
+        over_capacity = over_capacity + 1
+    end
+end
+return {over_capacity, 0}
 """
 
 
@@ -124,6 +158,71 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
                 logger.info(
                     "%s of %s channels over capacity in group %s", over, len(channel_names), group
                 )
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """channels-redis's (add with the time now, then renew the group's expiry), in one trip."""
+        assert self.require_valid_group_name(group), "Group name not valid"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        key = self._group_key(group)
+        pipe = self.connection(self.consistent_hash(group)).pipeline(transaction=False)
+        pipe.zadd(key, {channel: time.time()})
+        pipe.expire(key, self.group_expiry)
+        await pipe.execute()
+
+    async def send_in_order(
+        self,
+        group_messages: Sequence[tuple[str, dict[str, Any]]],
+        channel: str,
+        message: dict[str, Any],
+    ) -> None:
+        """Each ``group_send`` of ``group_messages``, then ``send(channel, message)``, in that
+        order and with their semantics (a full member queue misses its message; a full
+        ``channel`` raises ChannelFull after the group messages went out), in two trips.
+
+        With several Redis hosts, the queues may live on different ones: then it is the plain
+        calls one after another."""
+        if self.ring_size > 1:
+            for group, group_message in group_messages:
+                await self.group_send(group, group_message)
+            await self.send(channel, message)
+            return
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        assert "__asgi_channel__" not in message
+        connection = self.connection(0)
+        groups = list(dict.fromkeys(group for group, _ in group_messages))
+        pipe = connection.pipeline(transaction=False)
+        for group in groups:
+            assert self.require_valid_group_name(group), "Group name not valid"
+            key = self._group_key(group)
+            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
+            pipe.zrange(key, 0, -1)
+        replies = await pipe.execute() if groups else []
+        members = {
+            group: [x.decode("utf8") for x in replies[2 * i + 1]] for i, group in enumerate(groups)
+        }
+        keys: list[Any] = []
+        payloads: list[Any] = []
+        capacities: list[int] = []
+        for group, group_message in group_messages:
+            _, serialized, capacity = self._map_channel_keys_to_connection(
+                members[group], group_message
+            )
+            keys += list(serialized)
+            payloads += list(serialized.values())
+            capacities += [capacity[key] for key in serialized]
+        if "!" in channel:  # as ``send``: a process queue's message names its channel
+            message = {**message, "__asgi_channel__": channel}
+        keys.append(self.prefix + (self.non_local_name(channel) if "!" in channel else channel))
+        payloads.append(self.serialize(message))
+        capacities.append(self.get_capacity(channel))
+        must = [0] * (len(keys) - 1) + [1]
+        now = time.time()
+        args = [*payloads, *capacities, *must, now, self.expiry, int(now) - int(self.expiry)]
+        over, refused = await connection.eval(SEND_IN_ORDER_LUA, len(keys), *keys, *args)
+        if over > 0:
+            logger.info("%s of the channels of groups %s over capacity", over, groups)
+        if refused:
+            raise ChannelFull()
 
 
 def _failed(task: asyncio.Task[Any]) -> bool:

@@ -101,7 +101,7 @@ PATCHES: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {
     "chat.limits": [("hit_message_rate", lambda f: around(f, None, "web: rate checked"))],
     "chat.actions": [
         ("_start_conversation", lambda f: around(f, None, "web: conversation saved")),
-        ("start_reply", lambda f: around(f, "web: user turn announced", "web: job queued")),
+        ("start_reply", lambda f: around(f, "web: start_reply entered", "web: job queued")),
     ],
     "inference.worker": [
         ("InferenceConsumer.inference_generate", lambda f: around(f, "worker: job read", None)),

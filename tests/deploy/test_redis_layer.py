@@ -1,7 +1,8 @@
 """Production's channel layer (stellarchat.redis_layer): a group send of two trips to Redis must
 deliver exactly what channels-redis's own four-trip one does, against a real Redis: every
 member process gets the message once, a full queue misses it (and only that one), a member
-whose membership expired is dropped, and expired messages no longer count against capacity.
+whose membership expired is dropped, expired messages no longer count against capacity, and a
+join (one trip here, two there) renews the group's expiry.
 A socket that closes while its receive is popping the process's queue must not take another
 socket's message with it (stock channels-redis does: shown here). And a worker on it says it
 listens only once Redis answers (tests and operators wait for that)."""
@@ -80,7 +81,19 @@ async def expired(a: Any, b: Any) -> Any:
     return [members == [stays], [m["type"] for m in await drain(b, stays)]]
 
 
-@pytest.mark.parametrize("scenario", [two_processes, full_queue, expired])
+async def joined(a: Any, b: Any) -> Any:
+    """A join (``group_add``, one trip here) adds the member and renews the group's expiry."""
+    first, second = await a.new_channel(), await b.new_channel()
+    await a.group_add("g", first)
+    conn = a.connection(a.consistent_hash("g"))
+    await conn.expire(a._group_key("g"), 5)  # about to expire: the next join renews it
+    await b.group_add("g", second)
+    members = sorted(m.decode() for m in await conn.zrange(a._group_key("g"), 0, -1))
+    ttl = await conn.ttl(a._group_key("g"))
+    return [members == sorted([first, second]), a.group_expiry - 5 < ttl <= a.group_expiry]
+
+
+@pytest.mark.parametrize("scenario", [two_processes, full_queue, expired, joined])
 async def test_group_send_delivers_exactly_what_channels_redis_does(scenario: Scenario) -> None:
     services.require("Redis", services.redis_available())
     outcomes = []
@@ -102,6 +115,8 @@ async def test_group_send_delivers_exactly_what_channels_redis_does(scenario: Sc
         assert stock == [["old", "old", "old"], ["new"]]
     if scenario is expired:
         assert stock == [True, ["new"]]
+    if scenario is joined:
+        assert stock == [True, True]
 
 
 async def test_a_worker_says_it_listens_only_once_redis_answers(caplog: Any) -> None:
