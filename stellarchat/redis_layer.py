@@ -11,7 +11,13 @@ coming and going, another socket then misses a ``stream.start`` or ``message.sav
 sees its reply (the load test failed so in CI; tests/deploy/test_redis_layer.py shows stock
 channels-redis losing messages under churn, and this layer none). Here the pop runs in a task
 of its own, which a cancelled caller leaves running: the lock's next holder takes it over and
-hands out what it popped, in order, exactly as channels-redis does with its own.
+hands out what it popped, in order, exactly as channels-redis does with its own. Nothing
+cancels that pop but the layer's shutdown, so channels-redis's guard against cancelled pops
+(a backup copy of each message, written after the pop and deleted after its delivery, and a
+script that puts leftover copies back before each pop: three trips more per message, on every
+delta's way) guards nothing here: the pop is BZPOPMIN alone, one trip. A queue several
+processes share (the inference jobs) keeps channels-redis's read: there a copy left by a worker
+that died with a job is put back by the next one's pop.
 
 Group sends:
 
@@ -112,7 +118,7 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
         if pop is None or pop.get_loop() is not loop or _failed(pop):
             # None in flight, one left by a closed event loop, or one that failed after its
             # caller was gone (nobody is left to tell): pop afresh.
-            pop = loop.create_task(super().receive_single(channel))
+            pop = loop.create_task(self._pop(channel))
             pop.add_done_callback(_failed)
             self._pops[channel] = pop
         try:
@@ -124,6 +130,17 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
             raise
         self._forget(channel, pop)
         return result
+
+    async def _pop(self, channel: str) -> tuple[Any, dict[str, Any]]:
+        """The oldest message of a process's queue, waiting for one: (its channel or channels,
+        the message), as channels-redis's ``receive_single`` returns it."""
+        connection = self.connection(self.consistent_hash(channel))
+        key = self.prefix + channel
+        result = None
+        while result is None:
+            result = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+        message = self.deserialize(result[1])
+        return message.pop("__asgi_channel__", channel), message
 
     async def close_pools(self) -> None:
         """channels-redis's, after ending the pops in flight (the layer is shutting down)."""

@@ -212,6 +212,50 @@ async def test_sockets_coming_and_going_make_no_other_socket_miss_anything() -> 
     assert len(stock) < 1000  # what it fixes: stock channels-redis misses some
 
 
+async def commands_to_receive(cls: type, url: str, count: int) -> tuple[list[Any], int]:
+    """``count`` messages waiting in a process's queue, read by one socket: what it got and
+    how many Redis commands the reading took."""
+    from redis.asyncio.client import Redis
+
+    layer, sender = make(cls, url), make(Stock, url)
+    issued = 0
+    real = Redis.execute_command
+
+    async def counted(self: Any, *args: Any, **options: Any) -> Any:
+        nonlocal issued
+        issued += 1
+        return await real(self, *args, **options)
+
+    try:
+        socket = await layer.new_channel()
+        for i in range(count):
+            await sender.send(socket, {"type": "stream.delta", "i": i})
+        Redis.execute_command = counted  # type: ignore[method-assign]
+        try:
+            got = [(await layer.receive(socket))["i"] for _ in range(count)]
+            await asyncio.sleep(0.1)  # stock's cleaners of its backup copies finish
+        finally:
+            Redis.execute_command = real  # type: ignore[method-assign]
+        return got, issued
+    finally:
+        await layer.flush()
+        await layer.close_pools()
+        await sender.close_pools()
+
+
+async def test_a_socket_reads_each_message_in_one_trip() -> None:
+    """Each delta a web process reads costs one BZPOPMIN here; channels-redis adds a backup
+    copy, its deletion and a clean-up script (four commands one after another), which guard
+    against a cancelled pop that this layer's pop cannot suffer (test above)."""
+    services.require("Redis", services.redis_available())
+    with livedaphne.redis_db(8) as url:
+        ours, ours_commands = await commands_to_receive(Ours, url, 20)
+        stock, stock_commands = await commands_to_receive(Stock, url, 20)
+    assert ours == stock == list(range(20))
+    assert ours_commands == 20
+    assert stock_commands >= 4 * 20
+
+
 @pytest.mark.parametrize("cls", [Stock, Ours], ids=["stock", "ours"])
 async def test_with_redis_away_a_receive_fails_each_time_as_channels_redis_does(cls: type) -> None:
     """A socket's receive that cannot reach Redis raises (its consumer ends; the browser
