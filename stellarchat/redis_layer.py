@@ -104,13 +104,14 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
         self._pops: dict[str, asyncio.Task[Any]] = {}  # a process queue's pop in flight
 
     async def receive_single(self, channel: str) -> Any:
-        """channels-redis's pop of one message, safe from a cancelled caller.
+        """The pop of one message, safe from a cancelled caller.
 
         For a process's queue (``specific.<prefix>!``) the caller is whichever socket holds the
         receive lock. The pop runs as a task of its own; if the caller is cancelled (its
         socket closed), the task goes on, and the next holder of the lock awaits that same
         task instead of popping again: nothing popped is dropped, and there is never more than
-        one pop, so order is kept. A shared queue (the inference jobs) keeps the stock read."""
+        one pop, so order is kept (``_pop``: BZPOPMIN alone). A shared queue (the inference
+        jobs) keeps the stock read."""
         if "!" not in channel:
             return await super().receive_single(channel)
         loop = asyncio.get_running_loop()
