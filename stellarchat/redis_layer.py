@@ -51,33 +51,13 @@ from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
 
 logger = logging.getLogger(__name__)
 
-# KEYS: the member channels' queues. ARGV: one message per key, one capacity per key, then the
-# time now, the queue expiry and the oldest score to keep.
-GROUP_SEND_LUA = """
-local n = #KEYS
-local now = ARGV[2 * n + 1]
-local expiry = ARGV[2 * n + 2]
-local oldest = ARGV[2 * n + 3]
-local over_capacity = 0
-for i = 1, n do
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, oldest)
-    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + n]) then
-        redis.call('ZADD', KEYS[i], now, ARGV[i])
-        redis.call('EXPIRE', KEYS[i], expiry)
-    else
-        over_capacity = over_capacity + 1
-    end
-end
-return over_capacity
-"""
-
-
-# As GROUP_SEND_LUA, for several messages in order. KEYS: the queues, one per delivery (a queue
-# may come again). ARGV: one message, one capacity and one "must" flag per key, then the time
-# now, the queue expiry and the oldest score to keep. A delivery whose queue is full is skipped
-# and counted, as in a group send; a "must" one (the job: ``send`` raises ChannelFull for it)
-# ends the script there and its position is returned.
-SEND_IN_ORDER_LUA = """
+# Queues messages in order. KEYS: the queues, one per delivery (a queue may come again: each
+# delivery goes a microsecond after the one before). ARGV: one message, one capacity and one
+# "must" flag per key, then the time now, the queue expiry and the oldest score to keep. Expired
+# messages go first; a delivery whose queue is still full is skipped and counted, as in a group
+# send; a "must" one (a job: ``send`` raises ChannelFull for it) ends the script there and its
+# position is returned: {skipped, position or 0}.
+QUEUE_LUA = """
 local n = #KEYS
 local now = tonumber(ARGV[3 * n + 1])
 local expiry = ARGV[3 * n + 2]
@@ -169,9 +149,9 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
         )
         for index, keys in by_connection.items():
             now = time.time()
-            args = [messages[k] for k in keys] + [capacities[k] for k in keys]
+            args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [0] * len(keys)
             args += [now, self.expiry, int(now) - int(self.expiry)]
-            over = await self.connection(index).eval(GROUP_SEND_LUA, len(keys), *keys, *args)
+            over, _ = await self.connection(index).eval(QUEUE_LUA, len(keys), *keys, *args)
             if over > 0:
                 logger.info(
                     "%s of %s channels over capacity in group %s", over, len(channel_names), group
@@ -236,7 +216,7 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
         must = [0] * (len(keys) - 1) + [1]
         now = time.time()
         args = [*payloads, *capacities, *must, now, self.expiry, int(now) - int(self.expiry)]
-        over, refused = await connection.eval(SEND_IN_ORDER_LUA, len(keys), *keys, *args)
+        over, refused = await connection.eval(QUEUE_LUA, len(keys), *keys, *args)
         if over > 0:
             logger.info("%s of the channels of groups %s over capacity", over, groups)
         if refused:

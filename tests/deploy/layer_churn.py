@@ -1,5 +1,6 @@
 """Sockets of one web process coming and going around one that stays, on a channel layer
-against a real Redis: shared by tests/deploy/test_redis_layer.py and bench/layer_receive.py."""
+against a real Redis: shared by tests/deploy/test_redis_layer.py and bench/layer_receive.py;
+and reading a channel dry, shared by the layer tests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import time
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as Stock
+
+
+async def drain(layer: Any, channel: str, quiet: float = 0.5) -> list[Any]:
+    """Everything queued for ``channel``: read until nothing more comes for ``quiet`` s."""
+    got = []
+    while True:
+        try:
+            got.append(await asyncio.wait_for(layer.receive(channel), quiet))
+        except TimeoutError:
+            return got
 
 
 def make(cls: type, url: str, **config: Any) -> Any:

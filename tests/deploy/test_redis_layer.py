@@ -21,22 +21,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stellarchat.redis_layer import RedisChannelLayer as Ours
 from tests import services
-from tests.deploy.layer_churn import churn, make
+from tests.deploy.layer_churn import churn, drain, make
 from tests.e2e import livedaphne
 
 pytestmark = pytest.mark.asyncio
 
 Scenario = Callable[[Any, Any], Awaitable[Any]]
-
-
-async def drain(layer: Any, channel: str) -> list[Any]:
-    """Everything queued for ``channel``: read until nothing more comes for a moment."""
-    got = []
-    while True:
-        try:
-            got.append(await asyncio.wait_for(layer.receive(channel), 0.5))
-        except TimeoutError:
-            return got
 
 
 async def two_processes(a: Any, b: Any) -> Any:

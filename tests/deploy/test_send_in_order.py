@@ -17,6 +17,7 @@ from channels_redis.core import RedisChannelLayer as Stock
 from stellarchat.layers import send_in_order
 from stellarchat.redis_layer import RedisChannelLayer as Ours
 from tests import services
+from tests.deploy import layer_churn
 from tests.e2e import livedaphne
 
 pytestmark = pytest.mark.asyncio
@@ -26,12 +27,7 @@ JOB = {"type": "inference.generate", "turns": [{"role": "user", "content": "hél
 
 
 async def drain(layer: Any, channel: str) -> list[Any]:
-    got = []
-    while True:
-        try:
-            got.append(await asyncio.wait_for(layer.receive(channel), 0.3))
-        except TimeoutError:
-            return got
+    return await layer_churn.drain(layer, channel, quiet=0.3)
 
 
 def kinds(messages: list[dict[str, Any]]) -> list[str]:
