@@ -136,26 +136,50 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """channels-redis's group send (same checks, deliveries and log line), in two trips."""
-        assert self.require_valid_group_name(group), "Group name not valid"
-        key = self._group_key(group)
         connection = self.connection(self.consistent_hash(group))
-        pipe = connection.pipeline(transaction=False)
-        pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
-        pipe.zrange(key, 0, -1)
-        _, members = await pipe.execute()
-        channel_names = [x.decode("utf8") for x in members]
+        channel_names = (await self._members(connection, [group]))[group]
         by_connection, messages, capacities = self._map_channel_keys_to_connection(
             channel_names, message
         )
         for index, keys in by_connection.items():
-            now = time.time()
-            args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [0] * len(keys)
-            args += [now, self.expiry, int(now) - int(self.expiry)]
-            over, _ = await self.connection(index).eval(QUEUE_LUA, len(keys), *keys, *args)
+            over, _ = await self._queue(
+                self.connection(index),
+                keys,
+                [messages[k] for k in keys],
+                [capacities[k] for k in keys],
+                [0] * len(keys),
+            )
             if over > 0:
                 logger.info(
                     "%s of %s channels over capacity in group %s", over, len(channel_names), group
                 )
+
+    async def _members(self, connection: Any, groups: list[str]) -> dict[str, list[str]]:
+        """Each group's member channels, expired memberships dropped first, in one trip."""
+        pipe = connection.pipeline(transaction=False)
+        for group in groups:
+            assert self.require_valid_group_name(group), "Group name not valid"
+            key = self._group_key(group)
+            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
+            pipe.zrange(key, 0, -1)
+        replies = await pipe.execute() if groups else []
+        return {
+            group: [x.decode("utf8") for x in replies[2 * i + 1]] for i, group in enumerate(groups)
+        }
+
+    async def _queue(
+        self,
+        connection: Any,
+        keys: list[Any],
+        payloads: list[Any],
+        capacities: list[int],
+        must: list[int],
+    ) -> tuple[int, int]:
+        """QUEUE_LUA: the deliveries, in order, in one trip: (skipped, refused position or 0)."""
+        now = time.time()
+        args = [*payloads, *capacities, *must, now, self.expiry, int(now) - int(self.expiry)]
+        over, refused = await connection.eval(QUEUE_LUA, len(keys), *keys, *args)
+        return over, refused
 
     async def group_add(self, group: str, channel: str) -> None:
         """channels-redis's (add with the time now, then renew the group's expiry), in one trip."""
@@ -188,16 +212,7 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
         assert "__asgi_channel__" not in message
         connection = self.connection(0)
         groups = list(dict.fromkeys(group for group, _ in group_messages))
-        pipe = connection.pipeline(transaction=False)
-        for group in groups:
-            assert self.require_valid_group_name(group), "Group name not valid"
-            key = self._group_key(group)
-            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
-            pipe.zrange(key, 0, -1)
-        replies = await pipe.execute() if groups else []
-        members = {
-            group: [x.decode("utf8") for x in replies[2 * i + 1]] for i, group in enumerate(groups)
-        }
+        members = await self._members(connection, groups)
         keys: list[Any] = []
         payloads: list[Any] = []
         capacities: list[int] = []
@@ -214,9 +229,7 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
         payloads.append(self.serialize(message))
         capacities.append(self.get_capacity(channel))
         must = [0] * (len(keys) - 1) + [1]
-        now = time.time()
-        args = [*payloads, *capacities, *must, now, self.expiry, int(now) - int(self.expiry)]
-        over, refused = await connection.eval(QUEUE_LUA, len(keys), *keys, *args)
+        over, refused = await self._queue(connection, keys, payloads, capacities, must)
         if over > 0:
             logger.info("%s of the channels of groups %s over capacity", over, groups)
         if refused:
