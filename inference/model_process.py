@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -40,12 +41,26 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024  # a frame claiming more than this is a broken pipe, not data
 
 
+def encode_frame(message: Any) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
 def write_frame(fd: int, message: Any) -> None:
     """Write one frame, all of it (the pipe may take it in pieces)."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(HEADER.pack(len(payload)) + payload)
+    write_all(fd, encode_frame(message))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``, waiting for room whenever the pipe is full (``fd`` may be
+    non-blocking: the parent's end is)."""
+    view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
         view = view[written:]
 
 

@@ -6,6 +6,7 @@ and hostile text across the pipe."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -19,8 +20,8 @@ import pytest
 
 from inference.backends.base import Result
 from inference.backends.hf import TransformersBackend
-from inference.backends.process import ModelProcessBackend
-from inference.model_process import FrameReader, write_frame
+from inference.backends.process import ModelProcessBackend, PipeWriter
+from inference.model_process import FrameReader, encode_frame, write_frame
 from inference.options import GenerationOptions
 from tests.inference import tinymodels
 
@@ -237,6 +238,66 @@ def test_frames_survive_being_read_in_pieces() -> None:
     os.close(read)
     os.close(write)
     assert got == messages
+
+
+def test_a_frame_that_fits_is_in_the_pipe_when_send_returns() -> None:
+    """No thread between a job and the model: the frame is there to read at once."""
+    read, write = os.pipe()
+    writer = PipeWriter(os.fdopen(write, "wb", buffering=0))
+    writer.start("test-writer")
+    try:
+        for n in range(50):
+            writer.send(encode_frame(("cancel", n)))
+            assert select.select([read], [], [], 0)[0], f"frame {n} was not in the pipe yet"
+            assert next(FrameReader().feed(os.read(read, 65536))) == ("cancel", n)
+        assert writer.backlog == 0
+    finally:
+        writer.stop()
+        wait_until(lambda: writer.closed)
+        os.close(read)
+
+
+def test_frames_bigger_than_the_pipe_never_block_the_sender_and_keep_their_order() -> None:
+    read, write = os.pipe()
+    writer = PipeWriter(os.fdopen(write, "wb", buffering=0))
+    writer.start("test-writer")
+    big = ("generate", 1, [{"role": "user", "content": "é" * 300_000}], GREEDY)  # ~600 KB
+    messages = [("cancel", 0), big, ("cancel", 1), big, ("cancel", 2)]
+    sent = threading.Thread(target=lambda: [writer.send(encode_frame(m)) for m in messages])
+    sent.start()
+    sent.join(5)  # nobody reads yet: the pipe (64 KB) is full, and send still returns
+    assert not sent.is_alive(), "send waited on a full pipe"
+    assert writer.backlog > 0
+    reader, got = FrameReader(), []
+    while len(got) < len(messages):
+        got.extend(reader.feed(os.read(read, 65536)))
+    assert got == messages
+    wait_until(lambda: writer.backlog == 0)
+    writer.send(encode_frame(("cancel", 3)))  # the backlog is gone: straight in again
+    assert select.select([read], [], [], 0)[0]
+    writer.stop()
+    wait_until(lambda: writer.closed)
+    assert next(reader.feed(os.read(read, 65536))) == ("cancel", 3)
+    assert os.read(read, 1) == b""  # stop closed the pipe
+    os.close(read)
+
+
+def test_a_gone_child_drops_frames_and_never_writes_to_a_reused_fd() -> None:
+    read, write = os.pipe()
+    writer = PipeWriter(os.fdopen(write, "wb", buffering=0))
+    writer.start("test-writer")
+    os.close(read)  # the child died
+    writer.send(encode_frame(("cancel", 1)))  # EPIPE: no exception here, the thread closes
+    wait_until(lambda: writer.closed)
+    again_read, again_write = os.pipe()  # likely the closed fd's number, now another pipe
+    try:
+        writer.send(encode_frame(("cancel", 2)))
+        writer.send(encode_frame(("cancel", 3)))
+        assert not select.select([again_read], [], [], 0.1)[0]
+        assert writer.backlog == 1  # only the frame the gone child never took
+    finally:
+        os.close(again_read)
+        os.close(again_write)
 
 
 def test_a_frame_that_claims_an_absurd_size_is_refused() -> None:
