@@ -48,6 +48,44 @@ async def test_deltas_are_coalesced_and_the_last_goes_out_at_once() -> None:
     assert await streams.get_text(reply.job.message) == "Hello, wide world! Bye."
 
 
+async def test_a_delta_goes_out_before_its_state_and_after_the_state_of_the_parts_before(
+    monkeypatch: Any,
+) -> None:
+    """The state's write is not on a delta's way (the first token's above all), yet a socket
+    that finds a gap before a delta always finds that part in the state."""
+    reply, layer = state()
+    order: list[tuple[str, int]] = []  # ("delta", offset) or ("state", length) as they happen
+    stored = ""
+    set_text = streams.set_text
+
+    async def group_send(group: str, message: dict[str, Any]) -> None:
+        order.append(("delta", message["offset"]))
+        assert stored == reply.text[: message["offset"]]  # the gap before it can be filled
+        await asyncio.sleep(0.002)  # a trip to Redis
+
+    async def recording_set_text(message_id: Any, text: str) -> None:
+        nonlocal stored
+        order.append(("state begun", len(text)))  # with Redis: a thread wakes from here
+        await asyncio.sleep(0.002)
+        await set_text(message_id, text)
+        stored = text
+        order.append(("state", len(text)))
+
+    monkeypatch.setattr(layer, "group_send", group_send)
+    monkeypatch.setattr(streams, "set_text", recording_set_text)
+    reply.add("Hello")
+    await asyncio.sleep(0.001)
+    assert order == [("delta", 0)]  # out at once, its state not awaited first
+    for word in (",", " wide", " world", "!"):
+        await asyncio.sleep(0.012)
+        reply.add(word)
+    await reply.drain()
+    deltas = [offset for kind, offset in order if kind == "delta"]
+    assert len(deltas) >= 2 and order[-1] == ("state", len("Hello, wide world!"))
+    for i, (kind, _) in enumerate(order):  # each delta's state follows it, before the next
+        assert kind == ("delta", "state begun", "state")[i % 3]
+
+
 async def test_waiting_for_the_model_to_load_is_not_overload() -> None:
     """A reply queued while the worker still loads its model waits for it; only time queued
     with the model loaded counts toward ending it as "busy"."""
