@@ -65,7 +65,17 @@ async def send_in_order(
     in_order = getattr(layer, "send_in_order", None)
     if in_order is not None:
         await in_order(group_messages, channel, message)
-        return
+    else:
+        await send_one_by_one(layer, group_messages, channel, message)
+
+
+async def send_one_by_one(
+    layer: Any,
+    group_messages: Sequence[tuple[str, dict[str, Any]]],
+    channel: str,
+    message: dict[str, Any],
+) -> None:
+    """``send_in_order`` as the plain calls, one after another."""
     for group, group_message in group_messages:
         await layer.group_send(group, group_message)
     await layer.send(channel, message)

@@ -49,6 +49,8 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
 
+from stellarchat.layers import send_one_by_one
+
 logger = logging.getLogger(__name__)
 
 # Queues messages in order. KEYS: the queues, one per delivery (a queue may come again: each
@@ -204,9 +206,7 @@ class RedisChannelLayer(ChannelsRedisLayer):  # type: ignore[misc]
         With several Redis hosts, the queues may live on different ones: then it is the plain
         calls one after another."""
         if self.ring_size > 1:
-            for group, group_message in group_messages:
-                await self.group_send(group, group_message)
-            await self.send(channel, message)
+            await send_one_by_one(self, group_messages, channel, message)
             return
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         assert "__asgi_channel__" not in message
