@@ -6,7 +6,6 @@ StellarByte-mini; GPT-2 (not Llama-family) keeps separate prefill steps."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -149,26 +148,50 @@ def test_replies_equal_replies_with_separate_prefill_steps(
         run(backend, "warm up", GREEDY)
         assert backend._batcher is not None
         assert backend._batcher.mixed is (flag and arch != "gpt2")
-        replies[flag] = staggered(backend, PROMPTS)
-        assert backend._batcher.max_seen > 1
+        replies[flag], most = staggered(backend, PROMPTS)
+        assert most > 1  # they shared steps
     assert replies[True] == replies[False]
 
 
-def staggered(backend: TransformersBackend, prompts: list[str]) -> list[str]:
-    """Start one request, then the others one by one while it generates."""
-    out: dict[int, str] = {}
+def staggered(backend: TransformersBackend, prompts: list[str]) -> tuple[list[str], int]:
+    """Start one request, then the others one by one, each two steps after the last (they
+    join mid-batch), on a scheduler stepped here: the same interleaving on every machine (a
+    thread per request 10 ms apart let a fast machine finish each reply before the next
+    came)."""
+    from inference.batching import Request, Scheduler
 
-    def one(i: int) -> None:
-        out[i] = run(backend, prompts[i], GREEDY)[0]
+    assert backend._batcher is not None
+    scheduler = Scheduler(backend.load(), max_batch=8, mixed=backend._batcher.mixed)
+    outputs: list[list[Any]] = [[] for _ in prompts]
+    waiting = list(range(len(prompts)))
+    steps = 0
 
-    threads = []
-    for i in range(len(prompts)):
-        threads.append(threading.Thread(target=one, args=(i,)))
-        threads[-1].start()
-        time.sleep(0.01)
-    for thread in threads:
-        thread.join(60)
-    return [out[i] for i in range(len(prompts))]
+    def submit_next() -> None:
+        i = waiting.pop(0)
+        scheduler.submit(
+            Request(
+                [{"role": "user", "content": prompts[i]}],
+                GREEDY,
+                threading.Event(),
+                outputs[i].append,
+            )
+        )
+
+    def after_step() -> None:
+        nonlocal steps
+        steps += 1
+        if waiting and steps % 2 == 0:
+            submit_next()
+
+    scheduler.after_step = after_step
+    submit_next()
+    while True:  # the batch may empty before the next request comes: step on until all ran
+        scheduler.run_until_idle()
+        if not scheduler.pending:
+            break
+    assert not waiting and all(isinstance(out[-1], Result) for out in outputs)
+    texts = ["".join(x for x in out if isinstance(x, str)) for out in outputs]
+    return texts, scheduler.max_seen  # most replies in the batch at once
 
 
 def test_the_bundled_model_takes_mixed_steps_and_replies_as_before() -> None:
