@@ -76,6 +76,7 @@ class Stream:
     sent: float
     first: float | None = None
     end: float | None = None
+    last: float | None = None  # the last stream.delta
     tokens: int = 0
     finish: str = ""
     error: str | None = None
@@ -161,6 +162,7 @@ class Server:
         omp_threads: int | None,
         root: Path = ROOT,
         model_process: bool = True,
+        dtype: str | None = None,
     ) -> None:
         self.label = label
         data = tempfile.mkdtemp(prefix=f"stellarchat-bench-{label}-")
@@ -175,6 +177,8 @@ class Server:
             "STELLARCHAT_MODEL_PROCESS": "1" if model_process else "0",
             "HF_HUB_OFFLINE": "1",
         }
+        if dtype:
+            env["STELLARCHAT_DTYPE"] = dtype
         if omp_threads:  # torch's intra-op threads (unset: torch's default, one per core)
             env["OMP_NUM_THREADS"] = str(omp_threads)
             env["STELLARCHAT_TORCH_THREADS"] = str(omp_threads)
@@ -218,8 +222,10 @@ async def one_reply(ws: LiveSocket, client: int, max_new_tokens: int, seed: int)
         kind = got["type"]
         if kind == "stream.start":
             started = True
-        elif kind == "stream.delta" and stream.first is None:
-            stream.first = now
+        elif kind == "stream.delta":
+            stream.last = now
+            if stream.first is None:
+                stream.first = now
         elif kind == "error":
             stream.error = got.get("code")
             if not started:  # refused before any reply started: no stream.end follows
@@ -297,6 +303,16 @@ def report(label: str, levels: list[Level]) -> float | None:
             print(
                 f"  N={level.n}: slowest replies (tok/s, tokens): "
                 + ", ".join(f"{rate:.0f} ({tokens})" for rate, tokens in timed[:6])
+            )
+    # How long stream.end (the reply saved) trails its last delta: part of every reply's
+    # measured time, so most of a short reply's.
+    for level in levels:
+        gaps = sorted(s.end - s.last for s in level.streams if s.end and s.last)
+        if gaps:
+            p95 = gaps[int(0.95 * (len(gaps) - 1))]
+            print(
+                f"  N={level.n}: stream.end after the last delta p50 / p95 "
+                f"{statistics.median(gaps) * 1000:.1f} / {p95 * 1000:.1f} ms"
             )
     return base
 
@@ -429,6 +445,11 @@ def main() -> None:
         help="also run the sweep with the model on a thread (STELLARCHAT_MODEL_PROCESS=0)",
     )
     parser.add_argument(
+        "--compare-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="also run the sweep on a server with this STELLARCHAT_DTYPE",
+    )
+    parser.add_argument(
         "--omp-threads",
         type=int,
         default=None,
@@ -470,6 +491,10 @@ def main() -> None:
             servers.append(
                 Server("thread", args.max_batch, stack, args.omp_threads, model_process=False)
             )
+        if args.compare_dtype:
+            servers.append(
+                Server("dtype", args.max_batch, stack, args.omp_threads, dtype=args.compare_dtype)
+            )
         if args.baseline:
             base_root = args.baseline.resolve()
             servers.append(
@@ -497,6 +522,17 @@ def main() -> None:
         print("\nmodel process / model on a thread, aggregate per level:")
         for a, b in zip(batched, by_label["thread"], strict=True):
             print(f"  N={a.n:<3} {a.aggregate / b.aggregate:5.2f}x")
+    if "dtype" in by_label:
+        other = by_label["dtype"]
+        other_base = report(f"STELLARCHAT_DTYPE={args.compare_dtype}", other)
+        print(f"\n{args.compare_dtype} / this checkout's default, aggregate per level (x N=1):")
+        for a, b in zip(other, batched, strict=True):
+            line = f"  N={a.n:<3} {a.aggregate / b.aggregate:5.2f}x"
+            if base and other_base:
+                line += f"   {a.aggregate / other_base:5.2f}x vs {b.aggregate / base:5.2f}x"
+            print(line)
+        print()
+        verdict(other, other_base, label=args.compare_dtype)
     if "baseline" in by_label:
         before = by_label["baseline"]
         before_base = report(f"baseline {args.baseline}", before)
