@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 ROWS = (4, 8, 16)  # row counts tried at load, on the model's widest layer below the vocabulary
 FASTER = 0.9  # oneDNN must take at most this share of MKL's time
 REPEATS = 15
+BUDGET = 0.05  # seconds per timing, at most about (a big model gets fewer repeats)
 
 
 def available() -> bool:
@@ -53,10 +54,14 @@ def linears(model: Any) -> list[Any]:
     ]
 
 
-def _median_ms(fn: Any, repeats: int = REPEATS) -> float:
+def _median_ms(fn: Any, budget: float = BUDGET) -> float:
     fn()  # warm: first calls allocate and pick kernels
-    times = []
-    for _ in range(repeats):
+    started = time.perf_counter()
+    fn()
+    once = time.perf_counter() - started
+    times = [once]
+    # A big model's product can take tens of ms: fewer repeats, not seconds more at load.
+    for _ in range(max(2, min(REPEATS, int(budget / max(once, 1e-6)))) - 1):
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)

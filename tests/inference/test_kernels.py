@@ -190,3 +190,21 @@ def test_loading_on_cpu_in_float32_installs_what_the_measurement_chose(
     assert {m.stellarchat_work for m in kernels.linears(model)} == {4321}
     model = TransformersBackend(str(BUNDLED), device="cpu", dtype="bfloat16").load().model
     assert not any(hasattr(m, "stellarchat_work") for m in model.modules())
+
+
+def test_timing_a_slow_product_takes_few_repeats() -> None:
+    """A big model's layer can take tens of ms a product: the load-time measurement stays
+    within about its budget instead of adding seconds to the load."""
+    import time
+
+    calls: list[float] = []
+
+    def slow() -> None:
+        calls.append(time.perf_counter())
+        time.sleep(0.03)
+
+    assert kernels._median_ms(slow) >= 30.0
+    assert len(calls) <= 4  # the warm-up, then at least two timed
+    fast: list[int] = []
+    kernels._median_ms(lambda: fast.append(1))
+    assert len(fast) == kernels.REPEATS + 1
