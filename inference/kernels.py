@@ -7,11 +7,12 @@ rows: measured there on the bundled model's 43 products of one step, one thread,
 of 16 replies is mostly those products, so the batch gains and one reply alone loses nothing;
 reading a prompt (its tokens are the rows) gains the most.
 
-Which kernel wins depends on the CPU (MKL is Intel's, tuned for Intel's), so ``install``
-measures both on one of the model's own weights at load and switches only where oneDNN is
-clearly faster, from the smallest row count where it is. Both give the same products to float
-rounding (~1e-6; MKL alone differs that much between one row and sixteen), so replies batched
-still equal replies alone (tests/inference/test_kernels.py).
+Which kernel wins depends on the CPU (MKL is tuned for Intel's) and on a product's size, so
+``install`` times both on one of the model's own weights at load and switches only where
+oneDNN is clearly faster: products of at least as many rows x outputs as the first size it
+won at. Both give the same products to float rounding (~1e-6; MKL alone differs that much
+between one row and sixteen), so replies batched still equal replies alone
+(tests/inference/test_kernels.py).
 """
 
 from __future__ import annotations
