@@ -317,6 +317,23 @@ def report(label: str, levels: list[Level]) -> float | None:
     return base
 
 
+def side_by_side(
+    title: str,
+    mine: list[Level],
+    mine_base: float | None,
+    theirs: list[Level],
+    theirs_base: float | None,
+) -> None:
+    """Per level: ``mine`` / ``theirs`` aggregate, and each one's x N=1."""
+    print(f"\n{title}")
+    for a, b in zip(mine, theirs, strict=True):
+        line = f"  N={a.n:<3} {a.aggregate / b.aggregate:5.2f}x"
+        if mine_base and theirs_base:
+            line += f"   {a.aggregate / mine_base:5.2f}x vs {b.aggregate / theirs_base:5.2f}x"
+        print(line)
+    print()
+
+
 def verdict(levels: list[Level], base: float | None, label: str = "") -> None:
     at16 = next((level for level in levels if level.n == 16), None)
     if at16 is None or base is None:
@@ -525,24 +542,14 @@ def main() -> None:
     if "dtype" in by_label:
         other = by_label["dtype"]
         other_base = report(f"STELLARCHAT_DTYPE={args.compare_dtype}", other)
-        print(f"\n{args.compare_dtype} / this checkout's default, aggregate per level (x N=1):")
-        for a, b in zip(other, batched, strict=True):
-            line = f"  N={a.n:<3} {a.aggregate / b.aggregate:5.2f}x"
-            if base and other_base:
-                line += f"   {a.aggregate / other_base:5.2f}x vs {b.aggregate / base:5.2f}x"
-            print(line)
-        print()
+        title = f"{args.compare_dtype} / this checkout's default, aggregate per level (x N=1):"
+        side_by_side(title, other, other_base, batched, base)
         verdict(other, other_base, label=args.compare_dtype)
     if "baseline" in by_label:
         before = by_label["baseline"]
         before_base = report(f"baseline {args.baseline}", before)
-        print("\nthis checkout / baseline, aggregate per level (x N=1 ratio: after vs before):")
-        for a, b in zip(batched, before, strict=True):
-            line = f"  N={a.n:<3} {a.aggregate / b.aggregate:5.2f}x"
-            if base and before_base:
-                line += f"   {a.aggregate / base:5.2f}x vs {b.aggregate / before_base:5.2f}x"
-            print(line)
-        print()
+        title = "this checkout / baseline, aggregate per level (x N=1 ratio: after vs before):"
+        side_by_side(title, batched, base, before, before_base)
         verdict(before, before_base, label="baseline")
     print()
     verdict(batched, base)

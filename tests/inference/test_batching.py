@@ -135,14 +135,18 @@ def test_the_bundled_model_batched_equals_alone() -> None:
     assert all(alone)
 
 
+# Greedy, top-p and top-k rows with their own seeds, and one with a shorter budget.
+OWN_OPTIONS = [
+    ("hi", GenerationOptions(temperature=0, max_new_tokens=40)),
+    ("hi", GenerationOptions(temperature=1.2, top_p=0.9, max_new_tokens=40, seed=11)),
+    ("hi", GenerationOptions(temperature=0.8, top_k=5, max_new_tokens=40, seed=12)),
+    ("hi", GenerationOptions(temperature=0, max_new_tokens=7)),
+]
+
+
 def test_each_request_keeps_its_own_options(tiny: dict[str, Path]) -> None:
     backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
-    jobs = [
-        ("hi", GenerationOptions(temperature=0, max_new_tokens=40)),
-        ("hi", GenerationOptions(temperature=1.2, top_p=0.9, max_new_tokens=40, seed=11)),
-        ("hi", GenerationOptions(temperature=0.8, top_k=5, max_new_tokens=40, seed=12)),
-        ("hi", GenerationOptions(temperature=0, max_new_tokens=7)),
-    ]
+    jobs = OWN_OPTIONS
     alone = [run(backend, text, options) for text, options in jobs]
     batched = together(backend, jobs)
     for (text_a, res_a), (text_b, res_b) in zip(alone, batched, strict=True):

@@ -15,7 +15,7 @@ from inference import kernels
 from inference.backends.hf import TransformersBackend
 from inference.options import GenerationOptions
 from tests.inference import tinymodels
-from tests.inference.test_batching import BUNDLED, PROMPTS, run, together
+from tests.inference.test_batching import BUNDLED, OWN_OPTIONS, PROMPTS, run, together
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="this torch has no oneDNN")
 
@@ -119,14 +119,8 @@ def test_the_bundled_model_batched_equals_alone(count_onednn: list[int]) -> None
 def test_sampled_replies_keep_their_own_draws_in_a_batch(tiny: dict[str, Path]) -> None:
     backend = fresh(tiny["llama"])
     kernels.install(backend.load().model, work=2)
-    jobs = [
-        ("hi", GenerationOptions(temperature=0, max_new_tokens=40)),
-        ("hi", GenerationOptions(temperature=1.2, top_p=0.9, max_new_tokens=40, seed=11)),
-        ("hi", GenerationOptions(temperature=0.8, top_k=5, max_new_tokens=40, seed=12)),
-        ("hi", GenerationOptions(temperature=0, max_new_tokens=7)),
-    ]
-    alone = [run(backend, text, options) for text, options in jobs]
-    batched = together(backend, jobs)
+    alone = [run(backend, text, options) for text, options in OWN_OPTIONS]
+    batched = together(backend, OWN_OPTIONS)
     assert [text for text, _ in batched] == [text for text, _ in alone]
     assert batched[0][0] != batched[1][0]
 
