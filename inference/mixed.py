@@ -123,8 +123,9 @@ class Slots:
         self._room(rows=self.rows, left=0, right=1, like=self.keys[0])
 
     def _room(self, *, rows: int, left: int, right: int, like: Any) -> None:
-        """Make sure ``rows`` rows fit, ``left`` columns before ``end`` and ``right`` from it;
-        else new buffers with the live columns moved across (and room to spare)."""
+        """Make sure ``rows`` rows fit, ``left`` columns before ``end`` and ``right`` from it:
+        the live columns slide within the buffers where they fit, else move to new, larger
+        ones (with room to spare)."""
         have_rows, _, have_columns, _ = self.keys[0].shape if self.keys else (0, 0, 0, 0)
         if rows <= have_rows and self.end - left >= 0 and self.end + right <= have_columns:
             return
