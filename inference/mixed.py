@@ -125,14 +125,20 @@ class Slots:
     def _room(self, *, rows: int, left: int, right: int, like: Any) -> None:
         """Make sure ``rows`` rows fit, ``left`` columns before ``end`` and ``right`` from it:
         the live columns slide within the buffers where they fit, else move to new, larger
-        ones (with room to spare)."""
+        ones (with room to spare).
+
+        Why slide rather than always take new buffers: ``end`` moves right one column a step,
+        so the columns run out every few hundred steps, and allocating, zeroing and filling
+        every layer's buffers then took one step 120 ms with 16 replies (every 2 s, a pause
+        every reply saw). Sliding copies only the live columns; those it leaves behind keep
+        earlier keys and values (finite numbers, masked out: no row reads them)."""
         have_rows, _, have_columns, _ = self.keys[0].shape if self.keys else (0, 0, 0, 0)
         if rows <= have_rows and self.end - left >= 0 and self.end + right <= have_columns:
             return
         width = self.end - self.lo
         end = max(left, width) + 64  # spare room on the left for longer prompts to come
         if rows <= have_rows and end + right <= have_columns:
-            self._slide(end)
+            self._move(self.keys, self.values, end)
             return
         capacity = end + max(right, width, 256)
         row_capacity = have_rows if rows <= have_rows else max(rows, 2 * have_rows, 4)
@@ -140,32 +146,21 @@ class Slots:
         shape = (row_capacity, heads, capacity, size)
         keys = [like.new_zeros(shape) for _ in range(self.layers)]
         values = [like.new_zeros(shape) for _ in range(self.layers)]
-        if self.rows:
-            old, new = slice(self.lo, self.end), slice(end - width, end)
-            for mine, theirs in zip(keys + values, self.keys + self.values, strict=True):
-                mine[: self.rows, :, new] = theirs[: self.rows, :, old]
-        self.keys, self.values = keys, values
-        self._shift(end)
+        self._move(keys, values, end)
 
-    def _slide(self, end: int) -> None:
-        """Move the live columns within the buffers so that rows end at column ``end``.
-
-        Why not new buffers each time the columns run out: ``end`` moves right one column a
-        step, so they run out every few hundred steps, and allocating, zeroing and filling
-        every layer's buffers then took one step 120 ms with 16 replies (every 2 s, a pause
-        every reply saw). Sliding copies only the live columns. The columns it leaves behind
-        keep earlier keys and values (finite numbers, masked out: no row reads them)."""
+    def _move(self, keys: list[Any], values: list[Any], end: int) -> None:
+        """Put the live columns into ``keys`` and ``values`` (these buffers, or new ones) so
+        that every row ends at column ``end``, and take them as the buffers."""
         if self.rows:
             old, new = slice(self.lo, self.end), slice(end - (self.end - self.lo), end)
-            for buffer in self.keys + self.values:
-                live = buffer[: self.rows, :, old].clone()  # the two ranges may overlap
-                buffer[: self.rows, :, new] = live
-        self._shift(end)
-
-    def _shift(self, end: int) -> None:
+            for mine, theirs in zip(keys + values, self.keys + self.values, strict=True):
+                live = theirs[: self.rows, :, old]
+                # Within one buffer the two ranges may overlap: copy the live part out first.
+                mine[: self.rows, :, new] = live.clone() if mine is theirs else live
         shift = end - self.end
         self.first = [f + shift for f in self.first]
         self.lo, self.end = self.lo + shift, end
+        self.keys, self.values = keys, values
 
 
 @dataclass
