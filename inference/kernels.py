@@ -95,6 +95,11 @@ def choose(model: Any) -> int | None:
     layers = linears(model)
     if not layers or not available():
         return None
+    return _threshold(layers)
+
+
+def _threshold(layers: list[Any]) -> int | None:
+    """``choose`` for layers already found (``install`` has them)."""
     widest = max(layers, key=lambda m: m.weight.numel())
     below = [m for m in layers if m.weight.numel() < widest.weight.numel()] or [widest]
     weight = max(below, key=lambda m: m.weight.numel()).weight.detach()
@@ -140,7 +145,7 @@ def install(model: Any, work: int | None = None) -> int | None:
     if not layers or not available():
         return None
     if work is None:
-        work = choose(model)
+        work = _threshold(layers)
     if work is None:
         return None
     for module in layers:

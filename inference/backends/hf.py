@@ -238,10 +238,9 @@ class TransformersBackend(CallbackStreams):
         if not multi_gpu:
             model.to(device)
         model.eval()
-        if device == "cpu" and dtype == torch.float32:
-            from inference import kernels
+        from inference import kernels
 
-            kernels.install(model)  # measures at load: oneDNN where it beats MKL here
+        kernels.install(model)  # CPU float32 layers only; measures: oneDNN where it beats MKL
 
         if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -179,7 +179,7 @@ def test_nothing_changes_without_onednn_or_without_float32_layers(
 def test_loading_on_cpu_in_float32_installs_what_the_measurement_chose(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(kernels, "choose", lambda model: 4321)
+    monkeypatch.setattr(kernels, "_threshold", lambda layers: 4321)
     model = TransformersBackend(str(BUNDLED), device="cpu").load().model
     assert {m.stellarchat_work for m in kernels.linears(model)} == {4321}
     model = TransformersBackend(str(BUNDLED), device="cpu", dtype="bfloat16").load().model
