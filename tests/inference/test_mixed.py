@@ -68,6 +68,96 @@ def test_a_mixed_step_gives_the_model_s_own_logits(tiny: dict[str, Path], arch: 
             assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_a_decode_step_gives_the_model_s_own_logits(tiny: dict[str, Path], arch: str) -> None:
+    """Steps without new prompts (the common step): rows of different lengths (some columns
+    hidden from some rows), and one row alone (nothing hidden), each against the model's own
+    forward of that sequence, over several steps."""
+    import torch
+
+    state = loaded(tiny[arch])
+    model, tok = state.model, state.tokenizer
+    assert mixed.install(model, tok)
+    for texts in (PROMPTS[:4], PROMPTS[:1]):
+        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        with torch.inference_mode():
+            logits, step = mixed.forward(model, tokens=[], positions=[], slots=None, prompts=ids)
+            slots = mixed.Slots(model.config.num_hidden_layers)
+            slots.add(step.prompt_kv, [len(i) for i in ids])
+            sequences = [list(i) for i in ids]
+            for _ in range(3):
+                picks = logits.argmax(-1).tolist()
+                for sequence, pick in zip(sequences, picks, strict=True):
+                    sequence.append(pick)
+                logits, step = mixed.forward(
+                    model,
+                    tokens=picks,
+                    positions=[len(s) - 1 for s in sequences],
+                    slots=slots,
+                    prompts=[],
+                )
+                slots.advance()
+                assert (step.bias(1, 1, torch.float32)[1] == 0.0) == (len(ids) == 1)
+                for got, sequence in zip(logits, sequences, strict=True):
+                    own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
+                    assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+
+
+@pytest.mark.parametrize(
+    ("lengths", "dtype", "atol"),
+    [
+        ((7, 3, 12, 1), "float32", 1e-5),  # rows starting at different columns
+        ((9,), "float32", 1e-5),  # one row: nothing hidden, no bias
+        ((5, 5), "float32", 1e-5),  # rows starting together: no bias either
+        ((7, 3, 12, 1), "bfloat16", 2e-2),
+    ],
+)
+def test_decode_rows_attention_equals_sdpa(
+    lengths: tuple[int, ...], dtype: str, atol: float
+) -> None:
+    """The CPU's decode attention (batched products over column-last keys) against PyTorch's
+    SDPA on the same keys, values and mask, grouped query heads included."""
+    import torch
+    import torch.nn.functional as F
+
+    kind = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(3)
+    heads, kv_heads, size = 8, 2, 16
+    prompt_kv = {
+        0: [
+            (
+                torch.randn(1, kv_heads, n, size, generator=gen).to(kind),
+                torch.randn(1, kv_heads, n, size, generator=gen).to(kind),
+            )
+            for n in lengths
+        ]
+    }
+    slots = mixed.Slots(1)
+    slots.add(prompt_kv, list(lengths))
+    slots.reserve()
+    assert slots.keys[0].stride(2) == 1  # column-last: what the products read fastest
+    step = mixed.Step(rows=len(lengths), slots=slots, prompts=[])
+    rows = len(lengths)
+    query = torch.randn(rows, heads, 1, size, generator=gen).to(kind)
+    key = torch.randn(rows, kv_heads, 1, size, generator=gen).to(kind)
+    keys, values = slots.append(0, key, key * 2)
+    got = mixed.rows_attention(query, keys, values, step, None)
+    want = F.scaled_dot_product_attention(
+        query.float(), keys.float(), values.float(), attn_mask=step.mask, enable_gqa=True
+    )
+    assert got.shape == (rows, heads, 1, size) and got.dtype == kind
+    assert torch.allclose(got.float(), want, atol=atol), (got.float() - want).abs().max()
+    # And a row's output does not depend on the rows beside it.
+    for row in range(rows):
+        alone = F.scaled_dot_product_attention(
+            query[row : row + 1].float(),
+            keys[row : row + 1, :, slots.first[row] - slots.lo :].float(),
+            values[row : row + 1, :, slots.first[row] - slots.lo :].float(),
+            enable_gqa=True,
+        )
+        assert torch.allclose(got[row : row + 1].float(), alone, atol=atol)
+
+
 def test_a_long_running_batch_slides_its_columns_instead_of_new_buffers() -> None:
     """Decode steps move every row's end one column right; when the columns run out, the
     live ones slide back inside the same buffers (new ones, zeroed and filled, took a step
