@@ -1,7 +1,7 @@
 """B3 concurrency: aggregate tokens/s with 16 conversations at once / one conversation alone.
 
     .venv/bin/python bench/concurrency.py [--repeats 3] [--compare-unbatched] [--baseline DIR]
-                                          [--burst] [--quick]
+                                          [--burst] [--quick] [--timelines]
 
 Measures through the real stack as a user sees it: one daphne process in the embedded
 topology (DJANGO_DEBUG=1, a throwaway STELLARCHAT_DATA_DIR, the transformers backend with the
@@ -36,7 +36,9 @@ and server share the machine's cores, as they do on a developer's laptop.
 
 Other work on the machine shows up as repetitions far apart (the "min-max" column); the verdict
 then says INCONCLUSIVE. ``--omp-threads 1`` starts the servers with OMP_NUM_THREADS=1 (torch's
-intra-op threads), to tell that contention apart from the app's own limits.
+intra-op threads), to tell that contention apart from the app's own limits. ``--timelines``
+prints the slowest replies at N >= 16 delta by delta (when each came, how much text), to tell
+slow steps from a late ``stream.end``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +82,7 @@ class Stream:
     tokens: int = 0
     finish: str = ""
     error: str | None = None
+    deltas: list[tuple[float, int]] = field(default_factory=list)  # (time, characters)
 
     @property
     def decode_rate(self) -> float | None:
@@ -224,6 +227,7 @@ async def one_reply(ws: LiveSocket, client: int, max_new_tokens: int, seed: int)
             started = True
         elif kind == "stream.delta":
             stream.last = now
+            stream.deltas.append((now, len(got.get("delta", ""))))
             if stream.first is None:
                 stream.first = now
         elif kind == "error":
@@ -270,6 +274,30 @@ def fmt_rate(value: float | None) -> str:
     return f"{value:8.1f}" if value is not None else "       -"
 
 
+TIMELINES = False  # --timelines: print the slowest replies' deltas
+
+
+def timelines(level: Level, count: int = 8) -> None:
+    """The slowest replies' deltas (ms after the first, characters), and two median ones:
+    tells a reply slowed by its steps (deltas far apart, or few characters each) from one
+    slowed by the end of its reply (``stream.end`` late after the last delta)."""
+    timed = sorted(
+        ((s, r.window[0] if r.window else s.sent) for r in level.runs for s in r.streams),
+        key=lambda pair: pair[0].decode_rate or float("inf"),
+    )
+    timed = [pair for pair in timed if pair[0].decode_rate is not None]
+    middle = len(timed) // 2
+    for stream, start in timed[:count] + timed[middle : middle + 2]:
+        assert stream.first is not None and stream.end is not None
+        deltas = " ".join(f"{1000 * (t - stream.first):.0f}({c})" for t, c in stream.deltas)
+        ttft = 1000 * (stream.first - stream.sent)
+        print(
+            f"    {stream.decode_rate:.0f} tok/s, {stream.tokens} tokens, sent at "
+            f"{stream.sent - start:+.2f} s, first delta after {ttft:.0f} ms; deltas {deltas}; "
+            f"stream.end {1000 * (stream.end - stream.first):.0f}"
+        )
+
+
 def report(label: str, levels: list[Level]) -> float | None:
     base = levels[0].aggregate if levels and levels[0].n == 1 else None
     print(f"\n{label}")
@@ -304,6 +332,8 @@ def report(label: str, levels: list[Level]) -> float | None:
                 f"  N={level.n}: slowest replies (tok/s, tokens): "
                 + ", ".join(f"{rate:.0f} ({tokens})" for rate, tokens in timed[:6])
             )
+            if TIMELINES:
+                timelines(level)
     # How long stream.end (the reply saved) trails its last delta: part of every reply's
     # measured time, so most of a short reply's.
     for level in levels:
@@ -483,7 +513,14 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=6.0, help="sustained: measured window")
     parser.add_argument("--quick", action="store_true", help="one repetition of levels 1,4,16")
+    parser.add_argument(
+        "--timelines",
+        action="store_true",
+        help="print the slowest replies' deltas at N >= 16 (ms after the first, characters)",
+    )
     args = parser.parse_args()
+    global TIMELINES
+    TIMELINES = args.timelines
     if args.quick:
         args.levels, args.repeats = args.levels or "1,4,16", 1
     args.levels = args.levels or "1,2,4,8,16,32"
