@@ -182,15 +182,25 @@ class Slots:
 
 
 def _key_buffer(like: Any, shape: tuple[int, int, int, int]) -> Any:
-    """A zeroed key buffer of ``shape`` [rows, heads, columns, size]. On a CPU it is stored
-    column-last (a transposed view of [rows, heads, size, columns]), the layout in which
-    ``rows_attention``'s query-key product reads the keys: measured on the bundled model's
-    shapes (16 rows, 150 columns), that product took 58 us from keys stored size-last and
-    20 us from keys stored column-last."""
-    if like.device.type != "cpu":
-        return like.new_zeros(shape)  # SDPA's GPU kernels want the size dimension last
+    """A zeroed key buffer of ``shape`` [rows, heads, columns, size]. Where decode rows take
+    ``rows_attention``'s own products (float32 on a CPU) it is stored column-last (a
+    transposed view of [rows, heads, size, columns]), the layout their query-key product reads
+    fastest: measured on the bundled model's shapes (16 rows, 150 columns), 58 us from keys
+    stored size-last, 20 us column-last."""
+    if not _own_attention(like):
+        return like.new_zeros(shape)  # SDPA's kernels want the size dimension last
     rows, heads, columns, size = shape
     return like.new_zeros((rows, heads, size, columns)).transpose(2, 3)
+
+
+def _own_attention(tensor: Any) -> bool:
+    """Whether decode rows take ``rows_attention``'s products (float32 on a CPU) rather than
+    SDPA: on a GPU SDPA's kernels are the fast ones, and in half precision the products'
+    scores would be rounded to it where SDPA keeps them in float32 (a bfloat16 model then
+    failed the self-check at load)."""
+    import torch
+
+    return bool(tensor.device.type == "cpu" and tensor.dtype == torch.float32)
 
 
 def rows_attention(query: Any, keys: Any, values: Any, step: Step, scale: float | None) -> Any:
@@ -202,11 +212,11 @@ def rows_attention(query: Any, keys: Any, values: Any, step: Step, scale: float 
     (flash attention, tiled for long queries) spends most of its time on bookkeeping when
     every query is one token. Measured on the bundled model (Intel Xeon, one thread), a whole
     decode step of 16 rows over ~130 columns 0.91x, of 32 rows 0.89x, of one row 1.00x.
-    Elsewhere (GPU) SDPA's own kernels are kept."""
+    Elsewhere (a GPU, half precision: ``_own_attention``) SDPA's own kernels are kept."""
     import torch
     import torch.nn.functional as F
 
-    if query.device.type != "cpu":
+    if not _own_attention(query):
         return F.scaled_dot_product_attention(
             query, keys, values, attn_mask=step.mask, scale=scale, enable_gqa=True
         )
@@ -221,11 +231,7 @@ def rows_attention(query: Any, keys: Any, values: Any, step: Step, scale: float 
         beta=beta,
         alpha=size**-0.5 if scale is None else scale,
     )
-    if scores.dtype == torch.float32:
-        weights = scores.softmax(dim=-1)
-    else:  # a half-precision model's weights summed in float32, as SDPA does
-        weights = scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)
-    out = torch.bmm(weights, values.reshape(rows * kv_heads, columns, size))
+    out = torch.bmm(scores.softmax(dim=-1), values.reshape(rows * kv_heads, columns, size))
     return out.reshape(rows, heads, 1, size)
 
 
