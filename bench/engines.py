@@ -1,9 +1,11 @@
 """Which decode engine: our batch scheduler against what transformers offers, in one run.
 
     .venv/bin/python bench/engines.py [--streams 16] [--tokens 64] [--repeats 3] [--compile]
+                                      [--model DIR] [--device cuda] [--dtype bfloat16]
 
-On the bundled model, the same prompts, greedy, ``--tokens`` new tokens each (the end-of-
-sequence token is suppressed everywhere so every engine generates exactly as many tokens).
+On the bundled model (or ``--model``, on ``--device``), the same prompts, greedy, ``--tokens``
+new tokens each (the end-of-sequence token is suppressed everywhere so every engine generates
+exactly as many tokens).
 Prints generated tokens per second for each engine and its ratio to one stream alone:
 
 - ``alone``: one request at a time through our scheduler (``STELLARCHAT_MAX_BATCH=1``);
@@ -53,6 +55,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--model", default=str(MODEL), help="a local model folder")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: auto)")
     parser.add_argument(
         "--sustained",
         type=float,
@@ -71,12 +76,19 @@ def main() -> None:
     from inference.options import GenerationOptions
     from inference.prompt import build_prompt
 
-    batched = TransformersBackend(str(MODEL), device="cpu", max_batch=args.streams)
-    single = TransformersBackend(str(MODEL), device="cpu", max_batch=1)
-    separate = TransformersBackend(str(MODEL), device="cpu", max_batch=args.streams, mixed=False)
+    where = {"device": args.device, "dtype": args.dtype}
+    batched = TransformersBackend(args.model, max_batch=args.streams, **where)
+    single = TransformersBackend(args.model, max_batch=1, **where)
+    separate = TransformersBackend(args.model, max_batch=args.streams, mixed=False, **where)
     loaded = batched.load()
     single._loaded = separate._loaded = loaded  # one model in memory, three schedulers
     model, tokenizer = loaded.model, loaded.tokenizer
+    device = loaded.device
+
+    def sync() -> None:  # a GPU's work is done when the engine's tokens are, not before
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     # Every engine must generate exactly --tokens tokens: suppress end-of-sequence.
     real_eos, loaded.eos_ids = loaded.eos_ids, frozenset()
     texts = prompts(args.streams)
@@ -117,8 +129,10 @@ def main() -> None:
     def padded() -> int:
         tokenizer.padding_side = "left"
         width = max(len(i) for i in ids)
-        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
-        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        input_ids = torch.tensor(
+            [[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids], device=device
+        )
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
         return int((out.shape[1] - width) * out.shape[0])
@@ -153,7 +167,8 @@ def main() -> None:
             with torch.inference_mode():
                 for i in ids:
                     out = model.generate(
-                        input_ids=torch.tensor([i]), generation_config=static_config
+                        input_ids=torch.tensor([i], device=device),
+                        generation_config=static_config,
                     )
                     total += out.shape[1] - len(i)
             return total
@@ -177,7 +192,8 @@ def main() -> None:
     for name, run in engines.items():  # warm every engine once
         try:
             run()
-        except Exception as exc:  # an engine this build cannot run on CPU: say so, go on
+            sync()
+        except Exception as exc:  # an engine this build cannot run here: say so, go on
             failures[name] = " ".join(str(exc).split())[:200]
     for _ in range(args.repeats):
         for name, run in engines.items():
@@ -185,11 +201,13 @@ def main() -> None:
                 continue
             started = time.perf_counter()
             tokens = run()
+            sync()
             rates[name].append(tokens / (time.perf_counter() - started))
 
     print(
-        f"\n{args.streams} streams x {args.tokens} tokens, bundled model, CPU, "
-        f"{torch.get_num_threads()} torch threads, load {os.getloadavg()[0]:.2f}\n"
+        f"\n{args.streams} streams x {args.tokens} tokens, {Path(args.model).name} "
+        f"({model.dtype}), {device}, {torch.get_num_threads()} torch threads, "
+        f"load {os.getloadavg()[0]:.2f}\n"
     )
     table(rates, "alone", failures)
     if args.sustained:
