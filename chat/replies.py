@@ -512,19 +512,11 @@ async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
     frames[-1]["length"] = len(text)
     await quietly(publish(layer, job.conversation, frames))
     if status == Message.Status.COMPLETE:
-        titled = await database_sync_to_async(_autotitle)(job.conversation)
+        titled = await database_sync_to_async(services.conversation_autotitle)(
+            conversation_id=job.conversation
+        )
         if titled is not None:
             await announce_title(layer, job.conversation, *titled)
-
-
-def _autotitle(conversation: str) -> tuple[str, int] | None:
-    """Title the conversation if it has none yet: (title, owner id), or None (one trip to
-    the database thread for both)."""
-    title = services.conversation_autotitle(conversation_id=conversation)
-    if not title:
-        return None
-    owner_id = selectors.conversation_owner_id(conversation_id=conversation)
-    return None if owner_id is None else (title, owner_id)
 
 
 async def announce_title(layer: Any, conversation: str, title: str, owner_id: int) -> None:

@@ -109,13 +109,6 @@ def thread_turns(
     return turns
 
 
-def conversation_owner_id(*, conversation_id: Any) -> int | None:
-    """Whose conversation this is (for telling their other tabs), without loading it."""
-    return (
-        Conversation.objects.filter(pk=conversation_id).values_list("owner_id", flat=True).first()
-    )
-
-
 def message_content(*, message_id: Any) -> str:
     """The saved text of one message (for a socket catching up on a reply's end)."""
     return Message.objects.filter(pk=message_id).values_list("content", flat=True).first() or ""

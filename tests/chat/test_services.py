@@ -200,3 +200,37 @@ def test_the_suite_uses_postgresql_when_it_answers() -> None:
 )
 def test_titles_are_short_and_plain(text: str, title: str) -> None:
     assert services.make_title(text) == title
+
+
+@pytest.mark.django_db
+def test_a_conversation_is_titled_from_its_first_turn_in_two_statements(
+    owner: Any, other_user: Any
+) -> None:
+    """After each completed reply (the embedded server's one database thread runs it): one
+    read, one guarded write; the owner's id comes with it, for announcing the title."""
+    conv, _, reply = services.conversation_start(
+        owner=owner, content="Tell me about **nebulae**", model_name="m"
+    )
+    services.message_append(conversation=conv, role="user", content="and stars?")
+    with CaptureQueriesContext(connection) as queries:
+        titled = services.conversation_autotitle(conversation_id=conv.pk)
+    assert titled == ("Tell me about nebulae", owner.pk)
+    assert len(queries.captured_queries) == 2, [q["sql"] for q in queries.captured_queries]
+    conv.refresh_from_db()
+    assert conv.title == "Tell me about nebulae"
+    # Titled already (by this or by its owner): left alone, nothing announced.
+    assert services.conversation_autotitle(conversation_id=conv.pk) is None
+    renamed = factories.make_conversation(other_user)
+    factories.make_message(renamed, content="first words")
+    Conversation.objects.filter(pk=renamed.pk).update(title="Mine")
+    assert services.conversation_autotitle(conversation_id=renamed.pk) is None
+    assert Conversation.objects.get(pk=renamed.pk).title == "Mine"
+    # A conversation that keeps no text, one without a user turn, one that is gone: no title.
+    secret = factories.make_conversation(owner, retain_text=False)
+    factories.make_message(secret, content="private words")
+    empty = factories.make_conversation(owner)
+    assert services.conversation_autotitle(conversation_id=secret.pk) is None
+    assert services.conversation_autotitle(conversation_id=empty.pk) is None
+    assert Conversation.objects.get(pk=secret.pk).title == ""
+    Conversation.objects.filter(pk=empty.pk).delete()
+    assert services.conversation_autotitle(conversation_id=empty.pk) is None
