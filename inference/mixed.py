@@ -195,9 +195,9 @@ def _key_buffer(like: Any, shape: tuple[int, int, int, int]) -> Any:
 
 def _own_attention(tensor: Any) -> bool:
     """Whether decode rows take ``rows_attention``'s products (float32 on a CPU) rather than
-    SDPA: on a GPU SDPA's kernels are the fast ones, and in half precision the products'
-    scores would be rounded to it where SDPA keeps them in float32 (a bfloat16 model then
-    failed the self-check at load)."""
+    SDPA: on a GPU SDPA's kernels are the fast ones, and in half precision the products would
+    round the scores to half precision where SDPA keeps them in float32 (a bfloat16 model
+    then failed the self-check at load)."""
     import torch
 
     return bool(tensor.device.type == "cpu" and tensor.dtype == torch.float32)
