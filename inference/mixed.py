@@ -56,28 +56,26 @@ class Slots:
     def mask(self) -> Any:
         """[rows, 1, 1, live columns + 1] bool: what each row attends to in a decode step
         (its own tokens, and the column the step writes)."""
+        return self._visible()[:, None, None, :]
+
+    def _visible(self) -> Any:
+        """[rows, live columns + 1] bool: the columns from each row's first token on."""
         import torch
 
         device = self.keys[0].device
         columns = torch.arange(self.lo, self.end + 1, device=device)
         first = torch.tensor(self.first, device=device)
-        return (columns[None, :] >= first[:, None])[:, None, None, :]
+        return columns[None, :] >= first[:, None]
 
     def bias(self, kv_heads: int, groups: int, dtype: Any) -> Any | None:
         """``mask`` as an additive bias for ``rows_attention``'s scores, [rows x key-value
         heads, groups, live columns + 1]: 0 where a row attends, -inf elsewhere; None when
         every row sees every column (one row alone, or rows that start together)."""
-        import torch
 
         if min(self.first) == max(self.first):
             return None
-        device = self.keys[0].device
-        columns = torch.arange(self.lo, self.end + 1, device=device)
-        first = torch.tensor(self.first, device=device)
-        hidden = (columns[None, :] < first[:, None]).unsqueeze(1)  # [rows, 1, columns]
-        bias = torch.zeros(
-            (self.rows, kv_heads * groups, columns.shape[0]), dtype=dtype, device=device
-        )
+        hidden = self._visible().logical_not().unsqueeze(1)  # [rows, 1, columns]
+        bias = hidden.new_zeros((self.rows, kv_heads * groups, hidden.shape[-1]), dtype=dtype)
         bias.masked_fill_(hidden, float("-inf"))
         return bias.view(self.rows * kv_heads, groups, -1)
 
