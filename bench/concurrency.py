@@ -274,9 +274,6 @@ def fmt_rate(value: float | None) -> str:
     return f"{value:8.1f}" if value is not None else "       -"
 
 
-TIMELINES = False  # --timelines: print the slowest replies' deltas
-
-
 def timelines(level: Level, count: int = 8) -> None:
     """The slowest replies' deltas (ms after the first, characters), and two median ones:
     tells a reply slowed by its steps (deltas far apart, or few characters each) from one
@@ -298,7 +295,7 @@ def timelines(level: Level, count: int = 8) -> None:
         )
 
 
-def report(label: str, levels: list[Level]) -> float | None:
+def report(label: str, levels: list[Level], *, show_timelines: bool = False) -> float | None:
     base = levels[0].aggregate if levels and levels[0].n == 1 else None
     print(f"\n{label}")
     header = (
@@ -332,7 +329,7 @@ def report(label: str, levels: list[Level]) -> float | None:
                 f"  N={level.n}: slowest replies (tok/s, tokens): "
                 + ", ".join(f"{rate:.0f} ({tokens})" for rate, tokens in timed[:6])
             )
-            if TIMELINES:
+            if show_timelines:
                 timelines(level)
     # How long stream.end (the reply saved) trails its last delta: part of every reply's
     # measured time, so most of a short reply's.
@@ -519,8 +516,6 @@ def main() -> None:
         help="print the slowest replies' deltas at N >= 16 (ms after the first, characters)",
     )
     args = parser.parse_args()
-    global TIMELINES
-    TIMELINES = args.timelines
     if args.quick:
         args.levels, args.repeats = args.levels or "1,4,16", 1
     args.levels = args.levels or "1,2,4,8,16,32"
@@ -563,28 +558,29 @@ def main() -> None:
     batched = results[0]
     by_label = {server.label: result for server, result in zip(servers, results, strict=True)}
     unbatched = by_label.get("unbatched")
-    base = report(f"this checkout (STELLARCHAT_MAX_BATCH={args.max_batch})", batched)
+    shown = {"show_timelines": args.timelines}
+    base = report(f"this checkout (STELLARCHAT_MAX_BATCH={args.max_batch})", batched, **shown)
     if unbatched:
-        report("unbatched (STELLARCHAT_MAX_BATCH=1)", unbatched)
-        print("\ngain of batching, aggregate batched / unbatched:")
-        for b, u in zip(batched, unbatched, strict=True):
-            print(f"  N={b.n:<3} {b.aggregate / u.aggregate:5.2f}x")
+        report("unbatched (STELLARCHAT_MAX_BATCH=1)", unbatched, **shown)
+        title = "gain of batching, aggregate batched / unbatched:"
+        side_by_side(title, batched, None, unbatched, None)
     if "thread" in by_label:
+        thread = by_label["thread"]
         report(
-            "model on a thread of the web process (STELLARCHAT_MODEL_PROCESS=0)", by_label["thread"]
+            "model on a thread of the web process (STELLARCHAT_MODEL_PROCESS=0)", thread, **shown
         )
-        print("\nmodel process / model on a thread, aggregate per level:")
-        for a, b in zip(batched, by_label["thread"], strict=True):
-            print(f"  N={a.n:<3} {a.aggregate / b.aggregate:5.2f}x")
+        side_by_side(
+            "model process / model on a thread, aggregate per level:", batched, None, thread, None
+        )
     if "dtype" in by_label:
         other = by_label["dtype"]
-        other_base = report(f"STELLARCHAT_DTYPE={args.compare_dtype}", other)
+        other_base = report(f"STELLARCHAT_DTYPE={args.compare_dtype}", other, **shown)
         title = f"{args.compare_dtype} / this checkout's default, aggregate per level (x N=1):"
         side_by_side(title, other, other_base, batched, base)
         verdict(other, other_base, label=args.compare_dtype)
     if "baseline" in by_label:
         before = by_label["baseline"]
-        before_base = report(f"baseline {args.baseline}", before)
+        before_base = report(f"baseline {args.baseline}", before, **shown)
         title = "this checkout / baseline, aggregate per level (x N=1 ratio: after vs before):"
         side_by_side(title, batched, base, before, before_base)
         verdict(before, before_base, label="baseline")
