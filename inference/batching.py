@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -137,42 +138,60 @@ def _truncates(option: GenerationOptions) -> bool:
     return option.top_k > 0 or option.top_p < 1.0
 
 
-def _shortlist(x: Any, options: Sequence[GenerationOptions]) -> tuple[Any, Any]:
-    """For rows under top-k and/or top-p: the tokens each may draw, most likely first, and
-    their probabilities (0 for dropped ones). Same sets as transformers' warpers (top-k keeps
-    ties with the k-th, top-p the smallest set reaching p after top-k, always the most likely
-    token), found in the ``SHORTLIST`` most likely tokens and widened only when a row's set
-    does not fit: no full sort of the vocabulary on the common path."""
-    import torch
+def _nucleus(
+    values: Sequence[float], option: GenerationOptions, norm: float, vocab: int, complete: bool
+) -> list[float] | None:
+    """The probabilities a top-k and/or top-p row keeps, most likely first, from its largest
+    warped logits ``values`` (sorted, most likely first; the whole vocabulary when
+    ``complete``) and the log-normaliser ``norm`` of all its logits. Same sets as
+    transformers' warpers: top-k keeps ties with the k-th, top-p the smallest set reaching p
+    after top-k, always the most likely token. None when the set may go on past ``values``."""
+    k = option.top_k if 0 < option.top_k < vocab else vocab
+    count = len(values)
+    if k < vocab:
+        kth = values[min(k, count) - 1]
+        count = next((i for i, v in enumerate(values) if v < kth), count)  # ties stay in
+        if count == len(values) and not complete:
+            return None  # ties with the k-th may go on past the shortlist
+        top = values[0]
+        norm = top + math.log(sum(math.exp(v - top) for v in values[:count]))
+    if option.top_p >= 1.0:
+        return [math.exp(v - norm) for v in values[:count]]
+    kept: list[float] = []
+    before = 0.0  # mass of the more likely tokens (probabilities only as far as needed)
+    for v in values[:count]:
+        if kept and before >= option.top_p:
+            return kept
+        p = math.exp(v - norm)
+        kept.append(p)
+        before += p
+    return kept if complete or count < len(values) else None
 
+
+def _nuclei(x: Any, options: Sequence[GenerationOptions]) -> list[tuple[list[float], list[int]]]:
+    """For rows under top-k and/or top-p (``x``: their warped logits): the probabilities each
+    keeps and their token ids, most likely first. Found in the ``SHORTLIST`` largest logits
+    of every row (one ``topk`` and one ``logsumexp`` for the batch, the rest in Python on a
+    few numbers a row: each small tensor op costs microseconds, and a batch of 16 paid ~35 us
+    a row that way), widened for a row alone when its set does not fit."""
     vocab = x.shape[-1]
-    column = {"device": x.device}
-    ks = [o.top_k if 0 < o.top_k < vocab else vocab for o in options]
-    any_k = min(ks) < vocab
-    top_k = torch.tensor([[k] for k in ks], **column)
-    top_p = torch.tensor([[o.top_p] for o in options], dtype=x.dtype, **column)
-    has_k = top_k < vocab
-    full = torch.logsumexp(x, dim=-1, keepdim=True)  # normaliser of rows without top-k
-    width = min(vocab, max(SHORTLIST, max((k + 1 for k in ks if k < vocab), default=0)))
-    while True:
-        values, ids = x.topk(width, dim=-1)  # sorted, most likely first
-        if any_k:
-            kth = values.gather(1, top_k.clamp(max=width) - 1)
-            in_k = values >= kth  # top-k: every token at least as likely as the k-th
-            norm = torch.where(
-                has_k, torch.logsumexp(values.masked_fill(~in_k, float("-inf")), -1, True), full
-            )
-            probs = (values - norm).exp().masked_fill(~in_k, 0.0)
-        else:  # top-p only (the common case): no top-k set to find
-            in_k = torch.ones_like(values, dtype=torch.bool)
-            probs = (values - full).exp()
-        before = probs.cumsum(dim=-1) - probs  # mass of the more likely tokens
-        keep = in_k & ((before < top_p) | (top_p >= 1.0))
-        # Fits when no row keeps its last candidate (top-k ties could go on past it, and the
-        # top-k normaliser needs them all) before or after top-p.
-        if width == vocab or not bool(((has_k & in_k[:, -1:]) | keep[:, -1:]).any()):
-            return probs.masked_fill(~keep, 0.0), ids
-        width = min(vocab, width * 4)  # some row's set reaches the end of the shortlist
+    ks = [o.top_k for o in options if 0 < o.top_k < vocab]
+    width = min(vocab, max(SHORTLIST, max(ks, default=0) + 1))
+    values, ids = x.topk(width, dim=-1)  # sorted, most likely first
+    norms = x.logsumexp(dim=-1).tolist()
+    out = []
+    for row, (row_values, row_ids, option) in enumerate(
+        zip(values.tolist(), ids.tolist(), options, strict=True)
+    ):
+        wide = width
+        kept = _nucleus(row_values, option, norms[row], vocab, wide == vocab)
+        while kept is None:  # this row's set reaches the end of its shortlist: widen it
+            wide = min(vocab, wide * 4)
+            more_values, more_ids = x[row].topk(wide)
+            row_values, row_ids = more_values.tolist(), more_ids.tolist()
+            kept = _nucleus(row_values, option, norms[row], vocab, wide == vocab)
+        out.append((kept, row_ids[: len(kept)]))
+    return out
 
 
 def sample_probs(logits: Any, options: Sequence[GenerationOptions], rows: list[int]) -> Any:
@@ -184,11 +203,26 @@ def sample_probs(logits: Any, options: Sequence[GenerationOptions], rows: list[i
     out = x.softmax(dim=-1)
     cut = [i for i, o in enumerate(options) if _truncates(o)]
     if cut:
-        probs, ids = _shortlist(x[cut], [options[i] for i in cut])
-        dense = torch.zeros((len(cut), x.shape[-1]), dtype=probs.dtype, device=x.device)
-        dense.scatter_(1, ids, probs / probs.sum(dim=-1, keepdim=True))
-        out[cut] = dense
+        for i, (probs, ids) in zip(cut, _nuclei(x[cut], [options[i] for i in cut]), strict=True):
+            row = torch.zeros_like(out[i])
+            total = sum(probs)
+            row[ids] = torch.tensor([p / total for p in probs], dtype=row.dtype)
+            out[i] = row
     return out
+
+
+def _inverse_cdf(probs: Sequence[float], uniform: float) -> int:
+    """The index the uniform lands on in ``probs`` (unnormalised), never one of probability 0."""
+    target = uniform * sum(probs)
+    total = 0.0
+    last = 0
+    for at, p in enumerate(probs):
+        if p > 0.0:
+            total += p
+            last = at
+            if total > target:
+                return at
+    return last  # rounding put the target at the very end
 
 
 def draw(
@@ -201,23 +235,19 @@ def draw(
 
     x = _warp(logits, options, rows)
     picks = [0] * len(rows)
-    groups = (
-        [i for i, o in enumerate(options) if not _truncates(o)],
-        [i for i, o in enumerate(options) if _truncates(o)],
-    )
-    for truncated, group in enumerate(groups):
-        if not group:
-            continue
-        if truncated:
-            probs, ids = _shortlist(x[group], [options[i] for i in group])
-        else:
-            probs, ids = x[group].softmax(dim=-1), None
-        cumulative = probs.cumsum(dim=-1)
-        target = (uniforms[group] * cumulative[:, -1]).unsqueeze(1)
-        at = torch.searchsorted(cumulative, target, right=True).clamp_(max=probs.shape[-1] - 1)
-        chosen = (ids.gather(1, at) if ids is not None else at).squeeze(1).tolist()
-        for i, token in zip(group, chosen, strict=True):
+    whole = [i for i, o in enumerate(options) if not _truncates(o)]
+    cut = [i for i, o in enumerate(options) if _truncates(o)]
+    if whole:  # no truncation: the whole vocabulary, in vocabulary order
+        cumulative = x[whole].softmax(dim=-1).cumsum(dim=-1)
+        target = (uniforms[whole].to(x.device) * cumulative[:, -1]).unsqueeze(1)
+        at = torch.searchsorted(cumulative, target, right=True).clamp_(max=x.shape[-1] - 1)
+        for i, token in zip(whole, at.squeeze(1).tolist(), strict=True):
             picks[i] = int(token)
+    if cut:
+        sub = x if len(cut) == len(options) else x[cut]
+        numbers = uniforms.tolist()
+        for i, (probs, ids) in zip(cut, _nuclei(sub, [options[i] for i in cut]), strict=True):
+            picks[i] = ids[_inverse_cdf(probs, numbers[i])]
     return picks
 
 

@@ -280,6 +280,43 @@ def test_draws_follow_the_warped_distribution(seed: int) -> None:
     assert torch.allclose(counts / steps, want, atol=2.0 / steps + 1e-4)
 
 
+def test_a_row_draws_the_same_token_alone_and_beside_rows_that_widen() -> None:
+    """Each row's shortlist is its own: a flat row (its nucleus far past the shortlist) or
+    tied top-k logits beside it change nothing for a peaked row, and every row draws what it
+    draws alone."""
+    import torch
+
+    from inference.batching import draw
+
+    torch.manual_seed(7)
+    options = [
+        GenerationOptions(temperature=1.0, top_p=1.0),  # no truncation: vocabulary order
+        GenerationOptions(temperature=0.8, top_p=0.95),
+        GenerationOptions(temperature=1.0, top_p=0.99),  # flat: widens alone
+        GenerationOptions(temperature=1.0, top_k=40, top_p=1.0),  # ties around the k-th
+        GenerationOptions(temperature=0.7, top_k=5, top_p=0.9),
+    ]
+    logits = torch.randn(len(options), 4096) * torch.tensor([[2.0], [4.0], [0.05], [1.0], [3.0]])
+    logits[3] = torch.randint(0, 3, (4096,)) * 1.0
+    for _ in range(20):
+        uniforms = torch.rand(len(options))
+        together = draw(logits, options, list(range(len(options))), uniforms)
+        alone = [
+            draw(logits[i : i + 1], [options[i]], [0], uniforms[i : i + 1])[0]
+            for i in range(len(options))
+        ]
+        assert together == alone
+
+
+def test_a_uniform_at_the_top_of_its_range_never_lands_on_a_dropped_token() -> None:
+    from inference.batching import _inverse_cdf
+
+    assert _inverse_cdf([0.5, 0.5, 0.0], 0.999999) == 1
+    assert _inverse_cdf([0.3, 0.0, 0.7], 0.35) == 2
+    assert _inverse_cdf([0.3, 0.0, 0.7], 0.0) == 0
+    assert _inverse_cdf([1.0], 0.5) == 0
+
+
 def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny: dict[str, Path]) -> None:
     backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=4)
     one = GenerationOptions(temperature=1.0, max_new_tokens=30, seed=1)
