@@ -51,7 +51,7 @@ class Request:
 
 class Sampler:
     """A request's sampling state: greedy at temperature 0, else its own seeded generator
-    (the warping is done for the whole batch in ``sample_probs``)."""
+    (the warping and the draw are done for the whole batch in ``draw``)."""
 
     def __init__(self, options: GenerationOptions, *, device: Any) -> None:
         import torch
