@@ -307,7 +307,12 @@ class Person:
         )
 
     async def connect(self) -> None:
-        self.ws = await LiveSocket.open(self.plan.servers[self.server], self.cookie)
+        # Each person from an address of their own (all of 127.0.0.0/8 is this machine), as
+        # people are: the server counts handshakes per client address.
+        address = f"127.1.{self.index // 250}.{self.index % 250 + 1}"
+        self.ws = await LiveSocket.open(
+            self.plan.servers[self.server], self.cookie, local_addr=(address, 0)
+        )
 
     async def hop(self, turn: Turn) -> None:
         """Reconnect to the other web process and follow the conversation from there."""

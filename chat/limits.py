@@ -55,7 +55,7 @@ def shared_redis_url() -> str | None:
     return host.get("address") if isinstance(host, dict) else host
 
 
-def _limiter() -> MovingWindowRateLimiter:
+def window_limiter() -> MovingWindowRateLimiter:
     """One limiter per event loop: redis-py's asyncio connections belong to the loop that
     opened them."""
     loop = asyncio.get_running_loop()
@@ -83,7 +83,7 @@ async def hit_message_rate(user_id: int, *, report: bool = True) -> RateState | 
     per_minute = settings.STELLARCHAT_RATE_LIMIT_PER_MINUTE
     if not per_minute:
         return None
-    limiter = _limiter()
+    limiter = window_limiter()
     item = RateLimitItemPerMinute(per_minute)
     allowed = await limiter.hit(item, "messages", str(user_id))
     if allowed and not report:

@@ -67,15 +67,23 @@ def reset() -> None:
 
 
 def client_address(request: HttpRequest) -> str:
-    """The client's IP address. ``X-Forwarded-For`` is trusted only when
+    """The client's IP address of an HTTP request (see ``address_from``)."""
+    return address_from(
+        request.META.get("REMOTE_ADDR") or "", request.META.get("HTTP_X_FORWARDED_FOR", "")
+    )
+
+
+def address_from(peer: str, forwarded_for: str) -> str:
+    """The client's IP address from the socket's peer and ``X-Forwarded-For`` (HTTP requests
+    and WebSocket handshakes alike). The header is trusted only when
     ``STELLARCHAT_TRUSTED_PROXIES`` says how many proxies in front of us append to it: the
     entry that many places from the right was written by our outermost proxy; anything to its
     left the client could have made up. With 0 (the default), only the socket's peer counts."""
-    peer = request.META.get("REMOTE_ADDR") or "unknown"
+    peer = peer or "unknown"
     hops = settings.STELLARCHAT_TRUSTED_PROXIES
     if not hops:
         return peer
-    chain = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    chain = [part.strip() for part in forwarded_for.split(",")]
     chain = [part for part in chain if part]
     return chain[-hops] if len(chain) >= hops else peer
 

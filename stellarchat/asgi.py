@@ -16,20 +16,29 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from api.auth import BearerKeyOrSession  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.socket_limits import HandshakeThrottle  # noqa: E402
 from inference.worker import InferenceConsumer  # noqa: E402
+from stellarchat import wsserver  # noqa: E402
+
+# daphne's WebSocket side: a bound on each socket's unsent data, server close codes, HTTP 429.
+wsserver.install(send_buffer_bytes=settings.STELLARCHAT_WS_SEND_BUFFER_KB * 1024)
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Programs: Authorization: Bearer <API key>. Browsers: Origin check, then session.
-        "websocket": BearerKeyOrSession(
-            keyed=URLRouter(websocket_urlpatterns),
-            session=AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
+        # Too many handshakes from one address: refused before anything is looked up.
+        "websocket": HandshakeThrottle(
+            BearerKeyOrSession(
+                keyed=URLRouter(websocket_urlpatterns),
+                session=AllowedHostsOriginValidator(
+                    AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                ),
+            )
         ),
         # The inference worker (runworker inference, or embedded in the web process).
         "channel": ChannelNameRouter({"inference": InferenceConsumer.as_asgi()}),

@@ -276,6 +276,11 @@ class Config:
     login_failure_limit: int
     login_lockout_minutes: int
     trusted_proxies: int
+    ws_frames_per_second: int
+    ws_frame_burst: int
+    max_sockets_per_user: int
+    ws_handshakes_per_minute: int
+    ws_send_buffer_kb: int
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -380,6 +385,11 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         login_failure_limit=env_int(env, "STELLARCHAT_LOGIN_FAILURE_LIMIT", 5),
         login_lockout_minutes=env_int(env, "STELLARCHAT_LOGIN_LOCKOUT_MINUTES", 15, minimum=1),
         trusted_proxies=env_int(env, "STELLARCHAT_TRUSTED_PROXIES", 0),
+        ws_frames_per_second=env_int(env, "STELLARCHAT_WS_FRAMES_PER_SECOND", 20),
+        ws_frame_burst=env_int(env, "STELLARCHAT_WS_FRAME_BURST", 100, minimum=1),
+        max_sockets_per_user=env_int(env, "STELLARCHAT_MAX_SOCKETS_PER_USER", 30),
+        ws_handshakes_per_minute=env_int(env, "STELLARCHAT_WS_HANDSHAKES_PER_MINUTE", 60),
+        ws_send_buffer_kb=env_int(env, "STELLARCHAT_WS_SEND_BUFFER_KB", 1024),
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

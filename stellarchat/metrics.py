@@ -77,6 +77,14 @@ WEBSOCKET_CONNECTIONS = Gauge(
     "Open (accepted) chat WebSocket connections.",
     multiprocess_mode="livesum",
 )
+WEBSOCKET_REFUSALS = Counter(
+    "stellarchat_websocket_refusals_total",
+    "What the chat socket's limits refused, by limit: frames (a frame over a socket's rate), "
+    "frames_closed (a socket closed for staying over it), sockets (a person's socket past "
+    "the most they may have open), handshakes (an address past its handshakes a minute), "
+    "send_buffer (a socket closed for holding too much unsent data).",
+    ["limit"],
+)
 MODEL_LOAD_SECONDS = Gauge(
     "stellarchat_model_load_seconds",
     "How long the most recent model load took, in seconds.",
@@ -190,6 +198,10 @@ def websocket_opened() -> None:
 
 def websocket_closed() -> None:
     WEBSOCKET_CONNECTIONS.dec()
+
+
+def websocket_refused(limit: str) -> None:
+    WEBSOCKET_REFUSALS.labels(limit=limit).inc()
 
 
 def model_loaded(seconds: float) -> None:

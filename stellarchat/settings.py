@@ -243,6 +243,14 @@ STELLARCHAT_REMOTE_TIMEOUT = CONFIG.remote_timeout
 STELLARCHAT_RATE_LIMIT_PER_MINUTE = CONFIG.rate_limit_per_minute
 STELLARCHAT_MAX_CONCURRENT_STREAMS = CONFIG.max_concurrent_streams
 STELLARCHAT_TOKENS_PER_DAY = CONFIG.tokens_per_day
+# What one account may do to the chat socket's server (chat/socket_limits.py; 0 = off): frames
+# per socket (a token bucket), sockets per person (across web processes through Redis),
+# handshakes per client address per minute, and unsent bytes a socket may hold in the server.
+STELLARCHAT_WS_FRAMES_PER_SECOND = CONFIG.ws_frames_per_second
+STELLARCHAT_WS_FRAME_BURST = CONFIG.ws_frame_burst
+STELLARCHAT_MAX_SOCKETS_PER_USER = CONFIG.max_sockets_per_user
+STELLARCHAT_WS_HANDSHAKES_PER_MINUTE = CONFIG.ws_handshakes_per_minute
+STELLARCHAT_WS_SEND_BUFFER_KB = CONFIG.ws_send_buffer_kb
 # Replies one inference worker decodes together (batched decode steps).
 STELLARCHAT_MAX_BATCH = CONFIG.max_batch
 # torch's threads in a process that generates on the CPU (0 = one fewer than the cores).

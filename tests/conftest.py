@@ -74,6 +74,7 @@ async def fresh_layer(settings: Any) -> Any:
 def _forget_failed_logins() -> None:
     """Log-in throttling counts failures per client address in process memory: every test
     starts with none, whatever earlier tests posted (tests all come from 127.0.0.1)."""
-    from chat import throttle
+    from chat import socket_limits, throttle
 
     throttle.reset()
+    socket_limits.reset()

@@ -342,7 +342,7 @@ async def test_hit_message_rate_is_off_at_zero(settings: Any) -> None:
 
 async def quiet_hits(user_id: int, count: int) -> tuple[list[Any], int]:
     """``count`` unreported hits; also how often the window's state was read meanwhile."""
-    limiter = limits._limiter()
+    limiter = limits.window_limiter()
     reads = 0
     read = limiter.get_window_stats
 

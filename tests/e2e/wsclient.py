@@ -89,7 +89,10 @@ class LiveSocket:
         origin: str | None = "self",
         *,
         api_key: str | None = None,
+        **options: Any,
     ) -> LiveSocket:
+        """``options`` go to ``websockets.connect`` (``local_addr=("127.0.0.N", 0)``: a client
+        from another loopback address, for limits counted per address)."""
         headers = {}
         if cookie:
             headers["Cookie"] = cookie
@@ -99,7 +102,10 @@ class LiveSocket:
             origin = base
         url = base.replace("http", "ws", 1) + "/ws/chat/"
         ws = await websockets.connect(
-            url, additional_headers=headers, origin=origin, max_size=2**24, open_timeout=10
+            url,
+            additional_headers=headers,
+            origin=origin,
+            **{"max_size": 2**24, "open_timeout": 10, **options},
         )
         return cls(ws)
 

@@ -1,0 +1,324 @@
+"""What one account may do to the chat socket's server, so that it cannot slow everyone else.
+
+The per-minute message limits (``chat.limits``) count messages; these count what costs the
+server before any message exists (docs/websocket-api.md, "Limits"; every one off at 0):
+
+- ``FrameBucket``: frames per socket, a token bucket (``STELLARCHAT_WS_FRAMES_PER_SECOND``,
+  burst ``STELLARCHAT_WS_FRAME_BURST``) kept in the socket's consumer. A refused frame is not
+  parsed and touches neither the database nor the channel layer; a socket still sending past
+  its limit ``GRACE`` seconds on is closed with 1008.
+- ``socket_acquire`` / ``socket_release``: open sockets per person
+  (``STELLARCHAT_MAX_SOCKETS_PER_USER``), across web processes when ``REDIS_URL`` is set.
+- ``HandshakeThrottle``: handshakes per client address per minute
+  (``STELLARCHAT_WS_HANDSHAKES_PER_MINUTE``), before authentication costs anything; refused
+  with HTTP 429.
+
+The bound on a socket's unsent data lives with daphne's protocol (``stellarchat.wsserver``).
+If Redis is unreachable, sockets and handshakes are let through (with a warning) rather than
+refused: people must be able to reconnect while the broker recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from limits import RateLimitItemPerMinute
+
+from chat.limits import shared_redis_url, window_limiter
+from chat.throttle import address_from
+from stellarchat import metrics
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TOO_MANY_SOCKETS = 4429  # close code: the person has too many sockets open already
+
+
+_last_logged: dict[str, float] = {}
+
+
+def log_sometimes(who: str, message: str, *args: Any) -> None:
+    """A warning about one abuser at most once a minute: a flood of refusals must not become
+    a flood of log lines (the metrics count every one)."""
+    now = time.monotonic()
+    if now - _last_logged.get(who, -math.inf) < 60:
+        return
+    if len(_last_logged) > 10_000:  # many addresses: start over rather than grow
+        _last_logged.clear()
+    _last_logged[who] = now
+    logger.warning(message, *args)
+
+
+# --- frames per socket ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused frame: whether to tell the client (``notify``) or to close (``close``)."""
+
+    retry_after: int
+    notify: bool
+    close: bool
+    first: bool  # the first refusal of a spell over the limit (worth one log line)
+
+
+class FrameBucket:
+    """A token bucket: ``burst`` frames at once, then ``rate`` a second.
+
+    While a socket stays over its limit, at most one refusal a second is answered (a flood of
+    refused frames must not become a flood of error frames), and once it has been over it for
+    ``GRACE`` seconds it is closed. A spell over the limit ends when no frame has been refused
+    for ``QUIET`` seconds: a client that slows down is forgiven, one that keeps going is not,
+    however many frames the refill lets through meanwhile."""
+
+    GRACE = 10.0
+    QUIET = 1.0
+    NOTICE_EVERY = 1.0
+
+    def __init__(
+        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+        self.over_since: float | None = None
+        self.last_refused = -math.inf
+        self.last_notice = -math.inf
+
+    def take(self) -> Refusal | None:
+        """Spend a token for one frame; None when the frame may pass."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        first = self.over_since is None or now - self.last_refused > self.QUIET
+        if first:
+            self.over_since = now
+        self.last_refused = now
+        assert self.over_since is not None
+        notify = now - self.last_notice >= self.NOTICE_EVERY
+        if notify:
+            self.last_notice = now
+        return Refusal(
+            retry_after=max(1, math.ceil((1 - self.tokens) / self.rate)),
+            notify=notify,
+            close=now - self.over_since >= self.GRACE,
+            first=first,
+        )
+
+
+def frame_bucket() -> FrameBucket | None:
+    """A new socket's bucket, or None when the limit is off."""
+    rate = settings.STELLARCHAT_WS_FRAMES_PER_SECOND
+    return FrameBucket(rate, settings.STELLARCHAT_WS_FRAME_BURST) if rate else None
+
+
+# --- sockets per person --------------------------------------------------------------------
+
+# Each web process keeps its own sockets per person in memory (the truth for that process) and,
+# with Redis, mirrors them into a hash of its own that lives LEASE seconds unless the process
+# rewrites it (every LEASE / 3 s). A handshake sums the person's field over the hashes of the
+# processes still alive: a process that dies takes its sockets' slots with it within LEASE.
+LEASE = 15
+PREFIX = "stellarchat-sockets:"
+PROCESSES = PREFIX + "processes"
+
+ACQUIRE = """
+local total = 0
+for _, p in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local n = redis.call('HGET', ARGV[5] .. p, ARGV[1])
+  if n then
+    total = total + tonumber(n)
+  elseif redis.call('EXISTS', ARGV[5] .. p) == 0 then
+    redis.call('SREM', KEYS[1], p)
+  end
+end
+if total >= tonumber(ARGV[2]) then return -1 end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[1], ARGV[3])
+return total + 1
+"""
+RELEASE = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return n
+"""
+
+PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+_mine: Counter[int] = Counter()  # this process's open sockets per person
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_heartbeats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+PROCESS_PREFIX = PREFIX + "process:"  # + a process's id: its hash of sockets per person
+
+
+def _process_key() -> str:
+    return PROCESS_PREFIX + PROCESS_ID
+
+
+def _redis(url: str) -> Any:
+    """One client per event loop (redis-py's asyncio connections belong to their loop), and
+    the heartbeat that keeps this process's hash alive."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        _clients[loop] = client
+        _heartbeats[loop] = loop.create_task(_heartbeat(client))
+    return client
+
+
+async def _rewrite(client: Any) -> None:
+    """Put this process's counts in its hash as they are in memory and renew its lease (so a
+    count that drifted, or a Redis that restarted empty, is right again within LEASE / 3)."""
+    key = _process_key()
+    counts = {str(user): n for user, n in _mine.items() if n > 0}
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        if counts:
+            pipe.hset(key, mapping=counts)
+            pipe.expire(key, LEASE)
+            pipe.sadd(PROCESSES, PROCESS_ID)
+        await pipe.execute()
+
+
+async def _heartbeat(client: Any) -> None:
+    while True:
+        await asyncio.sleep(LEASE / 3)
+        try:
+            await _rewrite(client)
+        except Exception as exc:  # Redis away: the next beat tries again
+            logger.warning("socket counts not renewed: Redis unreachable: %s", exc)
+
+
+async def socket_acquire(*, user_id: int) -> bool:
+    """Count one more socket of the person; False (and nothing counted) when they have the
+    most they may have open already."""
+    limit = settings.STELLARCHAT_MAX_SOCKETS_PER_USER
+    _mine[user_id] += 1  # first, so a heartbeat in between writes it rather than loses it
+    if not limit:
+        return True
+    url = shared_redis_url()
+    if not url:
+        if _mine[user_id] <= limit:
+            return True
+    else:
+        try:
+            total = await _redis(url).eval(
+                ACQUIRE,
+                2,
+                PROCESSES,
+                _process_key(),
+                user_id,
+                limit,
+                PROCESS_ID,
+                LEASE,
+                PROCESS_PREFIX,
+            )
+        except Exception as exc:
+            logger.warning("socket limit not applied: Redis unreachable: %s", exc)
+            return True
+        if int(total) >= 0:
+            return True
+    _forget(user_id)
+    metrics.websocket_refused("sockets")
+    log_sometimes(
+        f"sockets {user_id}", "refused a socket of user %s: %d open already", user_id, limit
+    )
+    return False
+
+
+async def socket_release(*, user_id: int) -> None:
+    """The person closed a socket that ``socket_acquire`` counted."""
+    _forget(user_id)
+    url = shared_redis_url()
+    if url and settings.STELLARCHAT_MAX_SOCKETS_PER_USER:
+        try:
+            await _redis(url).eval(RELEASE, 1, _process_key(), user_id)
+        except Exception as exc:  # the heartbeat writes the right count when Redis is back
+            logger.warning("socket count not released: Redis unreachable: %s", exc)
+
+
+def _forget(user_id: int) -> None:
+    _mine[user_id] -= 1
+    if _mine[user_id] <= 0:
+        del _mine[user_id]
+
+
+def reset() -> None:
+    """Forget this process's counts (tests: one process, many sockets left open on purpose)."""
+    _mine.clear()
+
+
+# --- handshakes per client address ---------------------------------------------------------
+
+
+def handshake_address(scope: dict[str, Any]) -> str:
+    """The client's address of a WebSocket handshake, as for HTTP (``X-Forwarded-For`` only
+    as far as ``STELLARCHAT_TRUSTED_PROXIES`` says)."""
+    client = scope.get("client") or [""]
+    forwarded = b",".join(
+        value for name, value in scope.get("headers", []) if name.lower() == b"x-forwarded-for"
+    )
+    return address_from(str(client[0] or ""), forwarded.decode("latin-1"))
+
+
+async def handshake_allowed(address: str) -> tuple[bool, int]:
+    """Count one handshake from ``address``; (allowed, seconds until the next may come)."""
+    per_minute = settings.STELLARCHAT_WS_HANDSHAKES_PER_MINUTE
+    if not per_minute:
+        return True, 0
+    item = RateLimitItemPerMinute(per_minute)
+    try:
+        limiter = window_limiter()
+        if await limiter.hit(item, "handshakes", address):
+            return True, 0
+        stats = await limiter.get_window_stats(item, "handshakes", address)
+    except Exception as exc:
+        logger.warning("handshake limit not applied: its storage is unreachable: %s", exc)
+        return True, 0
+    return False, max(1, math.ceil(stats.reset_time - time.time()))
+
+
+class HandshakeThrottle:
+    """ASGI middleware in front of the chat socket: too many handshakes from one address get
+    HTTP 429 before any session or key is looked up (403 where the server cannot say 429)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        address = handshake_address(scope)
+        allowed, retry_after = await handshake_allowed(address)
+        if allowed:
+            return await self.app(scope, receive, send)
+        metrics.websocket_refused("handshakes")
+        log_sometimes(address, "refusing WebSocket handshakes from %s: too many a minute", address)
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            headers = [(b"retry-after", str(retry_after).encode())]
+            await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": b""})
+        else:
+            await send({"type": "websocket.close"})

@@ -1,0 +1,346 @@
+"""One account against real daphne processes (tests/e2e/livedaphne.py): a socket that floods
+frames, a person with too many sockets, an address with too many handshakes, a client that
+stops reading. Each is refused the way docs/websocket-api.md says while the same server goes
+on serving (the flooder's own other sockets included); embedded (`make run`'s shape), and with
+Redis and two web processes, where sockets and handshakes are counted across processes and a
+killed process's sockets stop counting.
+
+Clients connect from addresses of their own in 127.0.0.0/8 (all of it is this machine), as
+people do, since handshakes are counted per address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests import services
+from tests.e2e import livedaphne
+from tests.e2e.wsclient import LiveSocket, signup
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
+
+LIMITS = {
+    "STELLARCHAT_BACKEND": "test",
+    "STELLARCHAT_MAX_SOCKETS_PER_USER": "3",
+    "STELLARCHAT_WS_HANDSHAKES_PER_MINUTE": "20",
+    "STELLARCHAT_WS_SEND_BUFFER_KB": "64",
+    "STELLARCHAT_MAX_CONCURRENT_STREAMS": "0",
+    "STELLARCHAT_RATE_LIMIT_PER_MINUTE": "0",
+    "STELLARCHAT_MAX_NEW_TOKENS": "100000",
+    "DJANGO_SECRET_KEY": "abuse-live-secret-0123456789-abcdefghijklmnopqrstuvwxyz",
+    "DJANGO_SECURE_SSL_REDIRECT": "0",
+    "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+}
+NOWHERE = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass
+class Live:
+    url: str
+    web: livedaphne.Service
+
+
+def address(n: int) -> tuple[str, int]:
+    return (f"127.0.9.{n}", 0)
+
+
+async def open_socket(url: str, cookie: str, n: int, **options: Any) -> LiveSocket:
+    return await LiveSocket.open(url, cookie, local_addr=address(n), **options)
+
+
+async def closed_with(ws: LiveSocket, timeout: float = 30) -> int | None:
+    """Read until the server closes the socket; its close code (None: the connection dropped)."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.ws.recv(), timeout)
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd is not None else None
+
+
+async def chat(ws: LiveSocket, content: str, conversation: str | None = None) -> dict[str, Any]:
+    await ws.send({"type": "chat.send", "conversation": conversation, "content": content})
+    frames = await ws.until("stream.end", timeout=60)
+    text = "".join(f["delta"] for f in frames if f["type"] == "stream.delta")
+    return {"text": text, "end": frames[-1], "conversation": frames[-1]["conversation"]}
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    env = {**LIMITS, "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp("abuse-live"))}
+    with livedaphne.topology("embedded", env, redis_index=5) as (server, _):
+        yield Live(server.url, server.service)
+
+
+async def test_a_flooding_socket_is_answered_sparingly_then_closed_while_its_owner_chats_on(
+    embedded: Live,
+) -> None:
+    cookie = signup(embedded.url, "flooder")
+    calm = await open_socket(embedded.url, cookie, 1)
+    conversation = (await chat(calm, "first"))["conversation"]
+    flood = await open_socket(embedded.url, cookie, 1)
+    frame = json.dumps({"type": "chat.subscribe", "conversation": conversation})
+    answers: list[dict[str, Any]] = []
+    first_refusal: list[float] = []
+
+    async def read() -> int | None:
+        try:
+            while True:
+                answer = json.loads(await flood.ws.recv())
+                answers.append(answer)
+                if answer.get("code") == "rate_limited" and not first_refusal:
+                    first_refusal.append(time.monotonic())
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd is not None else None
+
+    reader = asyncio.create_task(read())
+    started = time.monotonic()
+    sent = 0
+    with contextlib.suppress(ConnectionClosed):
+        while time.monotonic() - started < 20 and not reader.done():
+            for _ in range(50):  # ~2,000+ frames a second
+                await flood.ws.send(frame)
+            sent += 50
+            await asyncio.sleep(0.02)
+            if sent == 2_000:  # meanwhile its owner chats on another socket
+                reply = await chat(calm, "during the flood", conversation)
+                assert reply["text"] == "You said: during the flood (turn 2)"
+    code = await asyncio.wait_for(reader, 30)
+    closed_after = time.monotonic() - first_refusal[0]
+    elapsed = time.monotonic() - started
+    assert code == 1008, (code, answers[-3:])
+    assert 9.5 <= closed_after <= 13, closed_after  # 10 s past the limit, then closed
+    served = [a for a in answers if a["type"] == "subscribed"]
+    refusals = [a for a in answers if a.get("code") == "rate_limited"]
+    assert sent > 5_000
+    assert len(served) <= 100 + 20 * elapsed, (len(served), elapsed)
+    assert 1 <= len(refusals) <= elapsed + 2  # at most one answer a second
+    assert all(r["retry_after"] >= 1 and r["client_id"] is None for r in refusals)
+    assert {a["code"] for a in answers if a["type"] == "error"} == {"rate_limited"}
+    # The same person, the same server: still fine.
+    assert (await chat(calm, "after"))["end"]["finish_reason"] == "stop"
+    await calm.close()
+    assert "is over a socket's frame limit" in embedded.web.output()
+
+
+async def test_a_person_with_too_many_sockets_gets_4429_and_the_open_ones_go_on(
+    embedded: Live,
+) -> None:
+    cookie = signup(embedded.url, "manytabs")
+    tabs = [await open_socket(embedded.url, cookie, 2) for _ in range(3)]
+    extra = await open_socket(embedded.url, cookie, 2)
+    assert await closed_with(extra) == 4429
+    for tab in tabs:
+        assert (await chat(tab, "hi"))["end"]["finish_reason"] == "stop"
+    someone_else = await open_socket(embedded.url, signup(embedded.url, "neighbour"), 2)
+    await tabs.pop().close()
+    await asyncio.sleep(0.3)  # the server sees the close
+    tabs.append(await open_socket(embedded.url, cookie, 2))
+    assert (await chat(tabs[-1], "room again"))["end"]["finish_reason"] == "stop"
+    for ws in [*tabs, someone_else]:
+        await ws.close()
+
+
+async def test_too_many_handshakes_from_one_address_get_http_429(embedded: Live) -> None:
+    cookie = signup(embedded.url, "handshaker")
+    for _ in range(20):
+        ws = await open_socket(embedded.url, cookie, 3)
+        await ws.close()
+    with pytest.raises(InvalidStatus) as refused:
+        await open_socket(embedded.url, cookie, 3)
+    assert refused.value.response.status_code == 429
+    # A made-up X-Forwarded-For changes nothing (no proxies are trusted here).
+    with pytest.raises(InvalidStatus):
+        await websockets.connect(
+            embedded.url.replace("http", "ws", 1) + "/ws/chat/",
+            origin=embedded.url,
+            local_addr=address(3),
+            additional_headers={"Cookie": cookie, "X-Forwarded-For": "203.0.113.7"},
+        )
+    # Another address is not affected.
+    ws = await open_socket(embedded.url, cookie, 4)
+    assert (await chat(ws, "from elsewhere"))["end"]["finish_reason"] == "stop"
+    await ws.close()
+
+
+async def stalled_socket(url: str, cookie: str, n: int) -> Any:
+    """A client that stops reading: a tiny receive buffer, and a library that stops taking
+    frames off the connection once one is queued (so TCP pushes back on the server)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind(address(n))
+    sock.setblocking(False)
+    host, port = url.removeprefix("http://").split(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    return await websockets.connect(
+        url.replace("http", "ws", 1) + "/ws/chat/",
+        sock=sock,
+        origin=url,
+        additional_headers={"Cookie": cookie},
+        max_queue=1,
+        max_size=None,
+        ping_interval=None,
+    )
+
+
+async def test_a_client_that_stops_reading_is_closed_and_the_replies_go_on(
+    embedded: Live,
+) -> None:
+    cookie = signup(embedded.url, "stopsreading")
+    watcher = await open_socket(embedded.url, cookie, 5)
+    before = rss(embedded.web.pid)
+    stalled = await stalled_socket(embedded.url, cookie, 5)
+    # Long replies (~0.6 MB each) stream to it, up to eight: more than the kernel's buffers
+    # hold (the server may close it before it has asked for all of them).
+    frame = {
+        "type": "chat.send",
+        "conversation": None,
+        "content": "[[long 100000]]",
+        "options": {"max_new_tokens": 100000},
+    }
+    asked = 0
+    with contextlib.suppress(ConnectionClosed):
+        for _ in range(8):
+            await stalled.send(json.dumps(frame))
+            asked += 1
+            await asyncio.sleep(0.2)
+    created = [f["conversation"] for f in await watcher.until("conversation.created")]
+    deadline = time.monotonic() + 60
+    while "send buffer" not in embedded.web.output():
+        assert time.monotonic() < deadline, embedded.web.output()[-3000:]
+        await asyncio.sleep(0.2)
+    grown = rss(embedded.web.pid) - before
+    # The server closed it (1008, or dropped it when the close went unread).
+    code = None
+    try:
+        while True:
+            await asyncio.wait_for(stalled.recv(), 10)
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd is not None else None
+    assert code in (1008, None), code
+    # The replies are the server's: they finish, whole, and a reconnecting page catches up.
+    with contextlib.suppress(TimeoutError):  # the rest it asked for before the close
+        while len(created) < asked:
+            frame = await watcher.recv(timeout=5)
+            if frame["type"] == "conversation.created":
+                created.append(frame["conversation"])
+    again = await open_socket(embedded.url, cookie, 6)
+    for conversation in created:  # reading all the while, as a page does
+        await again.send({"type": "chat.subscribe", "conversation": conversation})
+        while True:
+            frame = await again.recv(timeout=120)
+            if frame.get("conversation") == conversation and (
+                frame["type"] == "stream.end"
+                or (frame["type"] == "subscribed" and not frame["streaming"])
+            ):
+                break
+        status, page = livedaphne_get(embedded.url, f"/c/{conversation}/", cookie)
+        assert status == 200 and "w99999" in page, page[-500:]
+    assert grown < 60 * 2**20, grown  # nothing like 8 x 0.6 MB x copies kept for it
+    for ws in (watcher, again):
+        await ws.close()
+
+
+def livedaphne_get(base: str, path: str, cookie: str) -> tuple[int, str]:
+    from tests.e2e.wsclient import get
+
+    return get(base, path, cookie)
+
+
+# --- production's shape: two web processes, Redis, PostgreSQL ------------------------------
+
+
+@dataclass
+class Pair:
+    a: livedaphne.Server
+    b: livedaphne.Server
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    services.require("PostgreSQL", services.postgres_available())
+    services.require("Redis", services.redis_available())
+    env = {
+        **LIMITS,
+        "DJANGO_DEBUG": "0",
+        "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp("abuse-pair")),
+    }
+    with livedaphne.postgres_database() as db_url, livedaphne.redis_db(5) as redis_url:
+        env.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
+        with ExitStack() as stack:
+            a = stack.enter_context(livedaphne.daphne(env))
+            b = stack.enter_context(livedaphne.daphne(env, run_migrations=False))
+            stack.enter_context(livedaphne.worker(env))
+            yield Pair(a, b)
+
+
+async def test_with_redis_handshakes_are_counted_across_web_processes(pair: Pair) -> None:
+    cookie = signup(pair.a.url, "twodoors")
+    for i in range(20):
+        ws = await open_socket((pair.a, pair.b)[i % 2].url, cookie, 7)
+        await ws.close()
+    for server in (pair.a, pair.b):
+        with pytest.raises(InvalidStatus) as refused:
+            await open_socket(server.url, cookie, 7)
+        assert refused.value.response.status_code == 429
+    # A flood on one socket is refused there too (the bucket is the socket's own).
+    ws = await open_socket(pair.b.url, cookie, 8)
+    for _ in range(150):
+        await ws.send({"type": "chat.subscribe", "conversation": NOWHERE})
+    codes = [(await ws.recv()).get("code")]
+    while codes[-1] != "rate_limited":
+        codes.append((await ws.recv()).get("code"))
+    assert 100 <= codes.count("not_found") <= 105 and len(codes) < 106, codes
+    await ws.close()
+
+
+async def test_with_redis_sockets_are_counted_across_web_processes_and_a_dead_ones_heal(
+    pair: Pair,
+) -> None:
+    cookie = signup(pair.a.url, "twoplaces")
+    on_a = [await open_socket(pair.a.url, cookie, 10 + i) for i in range(2)]
+    on_b = await open_socket(pair.b.url, cookie, 12)
+    for server in (pair.a, pair.b):
+        assert await closed_with(await open_socket(server.url, cookie, 13)) == 4429
+    # web b dies without a word: within the lease its socket stops counting.
+    pair.b.service.stop(signal.SIGKILL)
+    with contextlib.suppress(ConnectionClosed):
+        await on_b.close()
+    deadline = time.monotonic() + 30
+    n = 20
+    while True:
+        ws = await open_socket(pair.a.url, cookie, n)
+        try:
+            frame = await ws.recv(timeout=1.5)
+        except TimeoutError:
+            break  # open, and not closed with 4429: the slot came back
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None and exc.rcvd.code == 4429
+            assert time.monotonic() < deadline, "web b's sockets still count after 30 s"
+            n += 1
+            await asyncio.sleep(1)
+            continue
+        raise AssertionError(f"unexpected frame {frame}")
+    assert (await chat(ws, "back"))["end"]["finish_reason"] == "stop"
+    for sock in [*on_a, ws]:
+        await sock.close()
