@@ -171,14 +171,24 @@
   app.addEventListener("htmx:wsOpen", (e) => {
     socket = e.detail.socketWrapper;
     setStatus("online");
+    if (errorBox.textContent === t("tooManySockets")) showError("");
     // (Re)connected: catch up with anything streaming in this conversation.
     if (conversation) send({ type: "chat.subscribe", conversation: conversation });
   });
   app.addEventListener("htmx:wsClose", (e) => {
-    setStatus("offline");
     const code = e.detail.event && e.detail.event.code;
+    if (code === 4429) {
+      // The person has the most sockets the server allows open elsewhere: say so, and try
+      // again slowly (a fast retry would only spend this address's handshakes).
+      setStatus("crowded");
+      showError(t("tooManySockets"));
+      setTimeout(() => e.detail.socketWrapper.reconnect(), 45000 + Math.random() * 30000);
+      return;
+    }
+    setStatus("offline");
     // The extension itself retries only 1006/1011/1012/1013; any other close (a server
-    // restart's 1001, a proxy's 1000) must come back too.
+    // restart's 1001, a proxy's 1000, the server's 1008 for a socket that fell behind) must
+    // come back too; on open the page subscribes again and catches up.
     if ([1006, 1011, 1012, 1013].indexOf(code) < 0) {
       setTimeout(() => e.detail.socketWrapper.reconnect(), 500 + Math.random() * 1500);
     }

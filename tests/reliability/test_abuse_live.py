@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests import services
 from tests.e2e import livedaphne
-from tests.e2e.wsclient import LiveSocket, signup
+from tests.e2e.wsclient import LiveSocket, get, signup
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
@@ -206,10 +206,16 @@ async def stalled_socket(url: str, cookie: str, n: int) -> Any:
 async def test_a_client_that_stops_reading_is_closed_and_the_replies_go_on(
     embedded: Live,
 ) -> None:
-    cookie = signup(embedded.url, "stopsreading")
-    watcher = await open_socket(embedded.url, cookie, 5)
-    before = rss(embedded.web.pid)
-    stalled = await stalled_socket(embedded.url, cookie, 5)
+    await stop_reading_against(embedded.url, embedded.web, "stopsreading", 5)
+
+
+async def stop_reading_against(url: str, web: livedaphne.Service, name: str, n: int) -> None:
+    """A client of ``name`` stops reading while its replies stream: the web process ``web``
+    closes it, does not keep what it could not send, and the replies finish whole."""
+    cookie = signup(url, name)
+    watcher = await open_socket(url, cookie, n)
+    before = rss(web.pid)
+    stalled = await stalled_socket(url, cookie, n)
     # Long replies (~0.6 MB each) stream to it, up to eight: more than the kernel's buffers
     # hold (the server may close it before it has asked for all of them).
     frame = {
@@ -226,10 +232,10 @@ async def test_a_client_that_stops_reading_is_closed_and_the_replies_go_on(
             await asyncio.sleep(0.2)
     created = [f["conversation"] for f in await watcher.until("conversation.created")]
     deadline = time.monotonic() + 60
-    while "send buffer" not in embedded.web.output():
-        assert time.monotonic() < deadline, embedded.web.output()[-3000:]
+    while "send buffer" not in web.output():
+        assert time.monotonic() < deadline, web.output()[-3000:]
         await asyncio.sleep(0.2)
-    grown = rss(embedded.web.pid) - before
+    grown = rss(web.pid) - before
     # The server closed it (1008, or dropped it when the close went unread).
     code = None
     try:
@@ -244,7 +250,7 @@ async def test_a_client_that_stops_reading_is_closed_and_the_replies_go_on(
             frame = await watcher.recv(timeout=5)
             if frame["type"] == "conversation.created":
                 created.append(frame["conversation"])
-    again = await open_socket(embedded.url, cookie, 6)
+    again = await open_socket(url, cookie, n + 1)
     for conversation in created:  # reading all the while, as a page does
         await again.send({"type": "chat.subscribe", "conversation": conversation})
         while True:
@@ -254,17 +260,11 @@ async def test_a_client_that_stops_reading_is_closed_and_the_replies_go_on(
                 or (frame["type"] == "subscribed" and not frame["streaming"])
             ):
                 break
-        status, page = livedaphne_get(embedded.url, f"/c/{conversation}/", cookie)
+        status, page = get(url, f"/c/{conversation}/", cookie)
         assert status == 200 and "w99999" in page, page[-500:]
     assert grown < 60 * 2**20, grown  # nothing like 8 x 0.6 MB x copies kept for it
     for ws in (watcher, again):
         await ws.close()
-
-
-def livedaphne_get(base: str, path: str, cookie: str) -> tuple[int, str]:
-    from tests.e2e.wsclient import get
-
-    return get(base, path, cookie)
 
 
 # --- production's shape: two web processes, Redis, PostgreSQL ------------------------------
@@ -312,6 +312,10 @@ async def test_with_redis_handshakes_are_counted_across_web_processes(pair: Pair
         codes.append((await ws.recv()).get("code"))
     assert 100 <= codes.count("not_found") <= 105 and len(codes) < 106, codes
     await ws.close()
+
+
+async def test_with_redis_a_client_that_stops_reading_is_closed_too(pair: Pair) -> None:
+    await stop_reading_against(pair.b.url, pair.b.service, "stopsreadingtoo", 30)
 
 
 async def test_with_redis_sockets_are_counted_across_web_processes_and_a_dead_ones_heal(
