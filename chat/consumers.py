@@ -48,7 +48,18 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             await self.accept()  # then a close code the page can tell apart (docs)
             await self.close(code=socket_limits.CLOSE_TOO_MANY_SOCKETS)
             return
+        try:
+            await self.join_groups(user)
+        except BaseException:  # the socket never opens, so no disconnect() will release it
+            await socket_limits.socket_release(user_id=user.pk)
+            raise
         self.user = user  # from here on, disconnect() releases the socket's slot
+        await self.accept()
+        self.closing = False
+        self.counted = True
+        metrics.websocket_opened()
+
+    async def join_groups(self, user: Any) -> None:
         from inference.worker import ensure_local_services
 
         ensure_local_services(self.channel_layer)
@@ -59,10 +70,6 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(streams.user_group(user.pk), self.channel_name)
         if self.api_key is not None:  # revoking the key closes this socket at once
             await self.channel_layer.group_add(key_group(self.api_key.pk), self.channel_name)
-        await self.accept()
-        self.closing = False
-        self.counted = True
-        metrics.websocket_opened()
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "counted", False):  # only sockets that were accepted

@@ -289,3 +289,31 @@ async def test_without_redis_sockets_are_let_through(
     assert await socket_limits.socket_acquire(user_id=1)
     assert await socket_limits.socket_acquire(user_id=1)  # unchecked, with a warning
     assert (await socket_limits.handshake_allowed("somewhere"))[0]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fresh_layer")
+async def test_a_socket_that_fails_to_open_gives_its_place_back(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker outage during the handshake must not leak places until the person is locked
+    out (the socket never opens, so nothing else would release it)."""
+    from channels.layers import get_channel_layer
+
+    settings.STELLARCHAT_MAX_SOCKETS_PER_USER = 1
+    user = await factories.amake_user("unlucky")
+    cookie = await database_sync_to_async(session_cookie)(user)
+    layer = get_channel_layer()
+
+    async def broken(*args: Any) -> None:
+        raise ConnectionError("Redis is away")
+
+    monkeypatch.setattr(layer, "group_add", broken)
+    for _ in range(3):
+        with pytest.raises(ConnectionError):  # the handshake fails (daphne: HTTP 500)
+            await communicator(cookie).connect()
+    assert socket_limits._mine.get(user.pk, 0) == 0
+    monkeypatch.undo()
+    sock = await connect(user)  # the one place is free
+    await sock.close()
