@@ -20,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 50  # conversations one socket follows at once (oldest dropped first)
 CLOSE_KEY_REVOKED = 4401  # close code: the API key this socket authenticated with was revoked
-CLOSE_POLICY = 1008  # close code: the socket kept sending past its frame limit
 
 
 @database_sync_to_async
@@ -43,7 +42,6 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
-        self.closing = True  # until it is set up: frames that come first are dropped
         if not await socket_limits.socket_acquire(user_id=user.pk):
             await self.accept()  # then a close code the page can tell apart (docs)
             await self.close(code=socket_limits.CLOSE_TOO_MANY_SOCKETS)
@@ -55,7 +53,6 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             raise
         self.user = user  # from here on, disconnect() releases the socket's slot
         await self.accept()
-        self.closing = False
         self.counted = True
         metrics.websocket_opened()
 
@@ -63,7 +60,6 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         from inference.worker import ensure_local_services
 
         ensure_local_services(self.channel_layer)
-        self.frames = socket_limits.frame_bucket()
         self.api_key = self.scope.get("api_key")  # set when a program connected with a key
         self.groups_joined: OrderedDict[str, None] = OrderedDict()
         self.reconciler = streams.Reconciler()
@@ -96,12 +92,6 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(oldest, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.closing:
-            return  # frames still queued behind our close
-        refusal = self.frames.take() if self.frames is not None else None
-        if refusal is not None:  # first of all: a refused frame costs no parsing, no I/O
-            await self.refuse_frame(refusal)
-            return
         logs.request_id.set(logs.new_request_id())  # one id per frame, carried into its job
         client_id = None
         if self.api_key is not None and not await key_still_active(self.api_key.pk):
@@ -145,25 +135,6 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
                 ]
         for out in frames:
             await self.send_json(out)
-
-    async def refuse_frame(self, refusal: socket_limits.Refusal) -> None:
-        metrics.websocket_refused("frames")
-        if refusal.first:
-            socket_limits.log_sometimes(
-                f"frames {self.user.pk}", "user %s is over a socket's frame limit", self.user.pk
-            )
-        if refusal.close:
-            self.closing = True
-            metrics.websocket_refused("frames_closed")
-            await self.close(code=CLOSE_POLICY)
-        elif refusal.notify:
-            detail = (
-                f"at most {settings.STELLARCHAT_WS_FRAMES_PER_SECOND} frames a second "
-                f"(bursts of {settings.STELLARCHAT_WS_FRAME_BURST}) on one socket; this frame "
-                "was not read"
-            )
-            frame = error_frame("rate_limited", detail)
-            await self.send_json({**frame, "retry_after": refusal.retry_after})
 
     # --- group events: relayed to the client, deltas reconciled per socket ---------------
 

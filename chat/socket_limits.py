@@ -3,17 +3,14 @@
 The per-minute message limits (``chat.limits``) count messages; these count what costs the
 server before any message exists (docs/websocket-api.md, "Limits"; every one off at 0):
 
-- ``FrameBucket``: frames per socket, a token bucket (``STELLARCHAT_WS_FRAMES_PER_SECOND``,
-  burst ``STELLARCHAT_WS_FRAME_BURST``) kept in the socket's consumer. A refused frame is not
-  parsed and touches neither the database nor the channel layer; a socket still sending past
-  its limit ``GRACE`` seconds on is closed with 1008.
 - ``socket_acquire`` / ``socket_release``: open sockets per person
   (``STELLARCHAT_MAX_SOCKETS_PER_USER``), across web processes when ``REDIS_URL`` is set.
 - ``HandshakeThrottle``: handshakes per client address per minute
   (``STELLARCHAT_WS_HANDSHAKES_PER_MINUTE``), before authentication costs anything; refused
   with HTTP 429.
 
-The bound on a socket's unsent data lives with daphne's protocol (``stellarchat.wsserver``).
+Frames per socket and the bound on a socket's unsent data live with daphne's protocol
+(``stellarchat.wsserver``), where a refused frame costs the least.
 If Redis is unreachable, sockets and handshakes are let through (with a warning) rather than
 refused: people must be able to reconnect while the broker recovers.
 """
@@ -29,8 +26,6 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -39,93 +34,11 @@ from limits import RateLimitItemPerMinute
 from chat.limits import shared_redis_url, window_limiter
 from chat.throttle import address_from
 from stellarchat import metrics
+from stellarchat.logs import log_sometimes
 
 logger = logging.getLogger(__name__)
 
 CLOSE_TOO_MANY_SOCKETS = 4429  # close code: the person has too many sockets open already
-
-
-_last_logged: dict[str, float] = {}
-
-
-def log_sometimes(who: str, message: str, *args: Any) -> None:
-    """A warning about one abuser at most once a minute: a flood of refusals must not become
-    a flood of log lines (the metrics count every one)."""
-    now = time.monotonic()
-    if now - _last_logged.get(who, -math.inf) < 60:
-        return
-    if len(_last_logged) > 10_000:  # many addresses: start over rather than grow
-        _last_logged.clear()
-    _last_logged[who] = now
-    logger.warning(message, *args)
-
-
-# --- frames per socket ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A refused frame: whether to tell the client (``notify``) or to close (``close``)."""
-
-    retry_after: int
-    notify: bool
-    close: bool
-    first: bool  # the first refusal of a spell over the limit (worth one log line)
-
-
-class FrameBucket:
-    """A token bucket: ``burst`` frames at once, then ``rate`` a second.
-
-    While a socket stays over its limit, at most one refusal a second is answered (a flood of
-    refused frames must not become a flood of error frames), and once it has been over it for
-    ``GRACE`` seconds it is closed. A spell over the limit ends when no frame has been refused
-    for ``QUIET`` seconds: a client that slows down is forgiven, one that keeps going is not,
-    however many frames the refill lets through meanwhile."""
-
-    GRACE = 10.0
-    QUIET = 1.0
-    NOTICE_EVERY = 1.0
-
-    def __init__(
-        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self.tokens = float(burst)
-        self.stamp = clock()
-        self.over_since: float | None = None
-        self.last_refused = -math.inf
-        self.last_notice = -math.inf
-
-    def take(self) -> Refusal | None:
-        """Spend a token for one frame; None when the frame may pass."""
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return None
-        first = self.over_since is None or now - self.last_refused > self.QUIET
-        if first:
-            self.over_since = now
-        self.last_refused = now
-        assert self.over_since is not None
-        notify = now - self.last_notice >= self.NOTICE_EVERY
-        if notify:
-            self.last_notice = now
-        return Refusal(
-            retry_after=max(1, math.ceil((1 - self.tokens) / self.rate)),
-            notify=notify,
-            close=now - self.over_since >= self.GRACE,
-            first=first,
-        )
-
-
-def frame_bucket() -> FrameBucket | None:
-    """A new socket's bucket, or None when the limit is off."""
-    rate = settings.STELLARCHAT_WS_FRAMES_PER_SECOND
-    return FrameBucket(rate, settings.STELLARCHAT_WS_FRAME_BURST) if rate else None
 
 
 # --- sockets per person --------------------------------------------------------------------
@@ -244,7 +157,7 @@ async def socket_acquire(*, user_id: int) -> bool:
     _forget(user_id)
     metrics.websocket_refused("sockets")
     log_sometimes(
-        f"sockets {user_id}", "refused a socket of user %s: %d open already", user_id, limit
+        logger, f"sockets {user_id}", "refused a socket of user %s: %d open already", user_id, limit
     )
     return False
 
@@ -314,7 +227,9 @@ class HandshakeThrottle:
         if allowed:
             return await self.app(scope, receive, send)
         metrics.websocket_refused("handshakes")
-        log_sometimes(address, "refusing WebSocket handshakes from %s: too many a minute", address)
+        log_sometimes(
+            logger, address, "refusing WebSocket handshakes from %s: too many a minute", address
+        )
         await receive()  # websocket.connect
         if "websocket.http.response" in scope.get("extensions", {}):
             headers = [(b"retry-after", str(retry_after).encode())]

@@ -24,8 +24,13 @@ from chat.socket_limits import HandshakeThrottle  # noqa: E402
 from inference.worker import InferenceConsumer  # noqa: E402
 from stellarchat import wsserver  # noqa: E402
 
-# daphne's WebSocket side: a bound on each socket's unsent data, server close codes, HTTP 429.
-wsserver.install(send_buffer_bytes=settings.STELLARCHAT_WS_SEND_BUFFER_KB * 1024)
+# daphne's WebSocket side: frames per socket, a bound on each socket's unsent data, server
+# close codes, HTTP 429 for refused handshakes.
+wsserver.install(
+    frames_per_second=settings.STELLARCHAT_WS_FRAMES_PER_SECOND,
+    frame_burst=settings.STELLARCHAT_WS_FRAME_BURST,
+    send_buffer_bytes=settings.STELLARCHAT_WS_SEND_BUFFER_KB * 1024,
+)
 
 application = ProtocolTypeRouter(
     {

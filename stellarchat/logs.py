@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -28,6 +30,21 @@ def new_request_id(proposed: str | None = None) -> str:
     if proposed and SANE_ID.fullmatch(proposed):
         return proposed
     return uuid.uuid4().hex[:16]
+
+
+_last_logged: dict[str, float] = {}
+
+
+def log_sometimes(logger: logging.Logger, who: str, message: str, *args: Any) -> None:
+    """A warning about one abuser (an address, a person) at most once a minute: a flood of
+    refusals must not become a flood of log lines (the metrics count every one)."""
+    now = time.monotonic()
+    if now - _last_logged.get(who, -math.inf) < 60:
+        return
+    if len(_last_logged) > 10_000:  # very many abusers: start over rather than grow
+        _last_logged.clear()
+    _last_logged[who] = now
+    logger.warning(message, *args)
 
 
 class RequestIdFilter(logging.Filter):

@@ -1,19 +1,27 @@
 """What daphne's WebSocket side lacks, added once per web process (``install``, from asgi.py).
 
-daphne (4.2.3) hands every WebSocket to autobahn over Twisted. Three gaps matter to a shared
+daphne (4.2.3) hands every WebSocket to autobahn over Twisted. Four gaps matter to a shared
 server, and each is closed here on daphne's protocol class, where the socket's bytes are:
 
-1. **A bound on unsent data.** A send never blocks the application: autobahn writes into the
-   Twisted transport, which buffers whatever the kernel will not take. A client that stops
-   reading while replies stream to it grew the server's memory without bound. Past
-   ``STELLARCHAT_WS_SEND_BUFFER_KB`` of unsent bytes the socket is closed with 1008 (policy
-   violation); nothing more is queued for it, and autobahn drops the connection when the
-   client does not answer the close within a second, freeing the buffer. The page reconnects
-   and catches up; the reply is the server's and goes on.
-2. **Close codes RFC 6455 lets a server send.** autobahn's ``sendClose`` accepts only 1000 and
+1. **Frames per socket** (``STELLARCHAT_WS_FRAMES_PER_SECOND``, bursts of
+   ``STELLARCHAT_WS_FRAME_BURST``). A frame over the limit is dropped as autobahn hands it
+   over: not decoded, not queued for the application, never dispatched. That is what makes a
+   flood cheap: 100,000 frames refused in the consumer still went through daphne's queue (it
+   grew by ~50 MB) and Channels' dispatch, and the event loop they took was everyone's time to
+   first token (bench/abuse.py: p95 28x the quiet run). A socket over its limit is also not
+   read for ``PAUSE`` seconds, so TCP pushes back on the client instead of us parsing what it
+   sends. The client hears ``rate_limited`` at most once a second; one still over its limit
+   ``FrameBucket.GRACE`` seconds on is closed with 1008.
+2. **A bound on unsent data** (``STELLARCHAT_WS_SEND_BUFFER_KB``). A send never blocks the
+   application: autobahn writes into the Twisted transport, which buffers whatever the kernel
+   will not take, so a client that stopped reading grew the server's memory without bound. Past
+   the bound the socket is closed with 1008 and nothing more is queued for it; autobahn drops
+   the connection when the client does not answer the close within a second. The page
+   reconnects and catches up; the reply is the server's and goes on.
+3. **Close codes RFC 6455 lets a server send.** autobahn's ``sendClose`` accepts only 1000 and
    3000-4999, so an application's ``close(code=1008)`` raised inside daphne; those codes go
    out through ``sendCloseFrame``, which takes any code.
-3. **The ASGI WebSocket Denial Response** (``websocket.http.response.start``): daphne answers
+4. **The ASGI WebSocket Denial Response** (``websocket.http.response.start``): daphne answers
    every refused handshake with 403; with the extension advertised in the scope, an
    application can refuse with another status (429 for too many handshakes). The body is not
    sent: autobahn's refusal has the status line only.
@@ -24,7 +32,12 @@ version bump that moves these internals fails there, not in production.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -33,8 +46,93 @@ logger = logging.getLogger(__name__)
 # Close codes an endpoint may send besides 1000 (RFC 6455 7.4.1, IANA's 1012-1014).
 SERVER_CLOSE_CODES = frozenset({1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 CLOSE_POLICY = 1008
+PAUSE = 0.5  # seconds a socket over its frame limit is not read
 
-_state: dict[str, int] = {"send_buffer_bytes": 0}
+
+@dataclass(frozen=True)
+class Limits:
+    frames_per_second: int = 0
+    frame_burst: int = 1
+    send_buffer_bytes: int = 0
+
+
+_limits = Limits()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused frame: whether to tell the client (``notify``) or to close (``close``)."""
+
+    retry_after: int
+    notify: bool
+    close: bool
+    first: bool  # the first refusal of a spell over the limit (worth one log line)
+
+
+class FrameBucket:
+    """A token bucket: ``burst`` frames at once, then ``rate`` a second.
+
+    While a socket stays over its limit, at most one refusal a second is answered (a flood of
+    refused frames must not become a flood of error frames), and once it has been over it for
+    ``GRACE`` seconds it is closed. A spell over the limit ends when no frame has been refused
+    for ``QUIET`` seconds (longer than ``PAUSE``, so a flooder that is paused and read again
+    stays in its spell): a client that slows down is forgiven, one that keeps going is not,
+    however many frames the refill lets through meanwhile."""
+
+    GRACE = 10.0
+    QUIET = 2.0
+    NOTICE_EVERY = 1.0
+
+    def __init__(
+        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+        self.over_since = -math.inf
+        self.last_refused = -math.inf
+        self.last_notice = -math.inf
+
+    def take(self) -> Refusal | None:
+        """Spend a token for one frame; None when the frame may pass."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        first = now - self.last_refused > self.QUIET
+        if first:
+            self.over_since = now
+        self.last_refused = now
+        notify = now - self.last_notice >= self.NOTICE_EVERY
+        if notify:
+            self.last_notice = now
+        return Refusal(
+            retry_after=max(1, math.ceil((1 - self.tokens) / self.rate)),
+            notify=notify,
+            close=now - self.over_since >= self.GRACE,
+            first=first,
+        )
+
+
+def refusal_frame(retry_after: int) -> bytes:
+    """The ``rate_limited`` error frame of docs/websocket-api.md; ``client_id`` is null since
+    the refused frame was not read."""
+    detail = (
+        f"at most {_limits.frames_per_second} frames a second (bursts of "
+        f"{_limits.frame_burst}) on one socket; this frame was not read"
+    )
+    frame = {
+        "type": "error",
+        "code": "rate_limited",
+        "detail": detail,
+        "client_id": None,
+        "retry_after": retry_after,
+    }
+    return json.dumps(frame, separators=(",", ":")).encode()
 
 
 def unsent_bytes(transport: Any) -> int | None:
@@ -50,25 +148,72 @@ def unsent_bytes(transport: Any) -> int | None:
     return None
 
 
-def install(*, send_buffer_bytes: int) -> None:
-    """Patch daphne's WebSocket protocol and server (once; later calls set the bound)."""
+def install(
+    *, frames_per_second: int = 0, frame_burst: int = 1, send_buffer_bytes: int = 0
+) -> None:
+    """Patch daphne's WebSocket protocol and server (once; later calls set the limits)."""
     from autobahn.twisted.websocket import ConnectionDeny
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketProtocol
 
-    _state["send_buffer_bytes"] = send_buffer_bytes
+    global _limits
+    _limits = Limits(frames_per_second, frame_burst, send_buffer_bytes)
     if getattr(WebSocketProtocol, "_stellarchat_patched", False):
         return
     WebSocketProtocol._stellarchat_patched = True
 
+    original_message = WebSocketProtocol.onMessage
     original_send = WebSocketProtocol.serverSend
     original_close = WebSocketProtocol.serverClose
     original_reply = WebSocketProtocol.handle_reply
     original_create = Server.create_application
 
+    def onMessage(self: Any, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+        if _limits.frames_per_second and not self.muted:
+            bucket = self.__dict__.get("_frames")
+            if bucket is None:
+                bucket = self._frames = FrameBucket(_limits.frames_per_second, _limits.frame_burst)
+            refusal = bucket.take()
+            if refusal is not None:
+                refuse(self, refusal)
+                return
+        original_message(self, payload, isBinary)
+
+    def refuse(self: Any, refusal: Refusal) -> None:
+        from stellarchat import metrics
+        from stellarchat.logs import log_sometimes
+
+        metrics.websocket_refused("frames")
+        if refusal.first:
+            log_sometimes(
+                logger,
+                f"frames {self.client_addr}",
+                "a socket of %s is over its frame limit",
+                self.client_addr,
+            )
+        if refusal.close:
+            metrics.websocket_refused("frames_closed")
+            self.muted = True  # daphne drops what is still on its way
+            self.sendCloseFrame(code=CLOSE_POLICY, reasonUtf8=b"too many frames", isReply=False)
+            return
+        if refusal.notify:
+            self.sendMessage(refusal_frame(refusal.retry_after), False)
+        transport = self.transport
+        if not self.__dict__.get("_paused") and hasattr(transport, "pauseProducing"):
+            from twisted.internet import reactor
+
+            self._paused = True
+            transport.pauseProducing()
+            reactor.callLater(PAUSE, resume, self)
+
+    def resume(self: Any) -> None:
+        self._paused = False
+        if self.state in (self.STATE_OPEN, self.STATE_CLOSING):
+            self.transport.resumeProducing()
+
     def serverSend(self: Any, content: Any, binary: bool = False) -> None:  # noqa: N802
         original_send(self, content, binary)
-        limit = _state["send_buffer_bytes"]
+        limit = _limits.send_buffer_bytes
         if not limit or self.state != self.STATE_OPEN:
             return
         unsent = unsent_bytes(self.transport)
@@ -112,6 +257,7 @@ def install(*, send_buffer_bytes: int) -> None:
             scope.setdefault("extensions", {})["websocket.http.response"] = {}
         return original_create(self, protocol, scope)
 
+    WebSocketProtocol.onMessage = onMessage
     WebSocketProtocol.serverSend = serverSend
     WebSocketProtocol.serverClose = serverClose
     WebSocketProtocol.handle_reply = handle_reply

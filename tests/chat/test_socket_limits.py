@@ -1,21 +1,20 @@
-"""The chat socket's abuse limits, in process: the frame bucket by its clock, the limits through
-the real ASGI application (consumer, embedded worker), and the cross-process socket count in
-a real Redis (two "processes" told apart by their id). The same limits through real daphne
-processes: tests/reliability/test_abuse_live.py."""
+"""The chat socket's abuse limits, in process: the frame bucket by its clock (it runs inside
+daphne's protocol, so frames per socket are tested through real daphne processes only), the
+socket limit through the real ASGI application (consumer, embedded worker), and the
+cross-process socket count in a real Redis (two "processes" told apart by their id). All of
+them through real daphne processes: tests/reliability/test_abuse_live.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 
 from chat import socket_limits
-from chat.models import Message
-from chat.socket_limits import FrameBucket
 from stellarchat import config
+from stellarchat.wsserver import FrameBucket
 from tests import factories, services
 from tests.chat.wsclient import communicator, connect, session_cookie
 
@@ -75,11 +74,11 @@ def test_it_closes_a_socket_that_keeps_going_even_while_the_refill_lets_some_thr
 def test_it_forgives_a_client_that_slows_down() -> None:
     clock = Clock()
     bucket = FrameBucket(2, 2, clock=clock)
-    for _ in range(30):  # 15 s, bursting 4 frames every 2 s: refused each time, never closed
+    for _ in range(10):  # 30 s, bursting 4 frames every 3 s: refused each time, never closed
         refusals = [bucket.take() for _ in range(4)]
         assert not any(r is not None and r.close for r in refusals)
         assert any(r is not None and r.first for r in refusals)  # each spell is a new one
-        clock.now += 2.0
+        clock.now += 3.0
 
 
 def test_the_variables_are_read_and_refused_when_bad(tmp_path: Any) -> None:
@@ -124,48 +123,6 @@ async def test_handshakes_are_counted_per_address(settings: Any) -> None:
 
 
 # --- through the application ---------------------------------------------------------------
-
-
-@database_sync_to_async
-def message_count() -> int:
-    return Message.objects.count()
-
-
-@pytest.mark.asyncio
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("fresh_layer")
-async def test_frames_past_the_burst_are_refused_unread_and_the_socket_is_closed(
-    settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings.STELLARCHAT_WS_FRAMES_PER_SECOND = 5
-    settings.STELLARCHAT_WS_FRAME_BURST = 10
-    monkeypatch.setattr(FrameBucket, "GRACE", 1.5)
-    sock = await connect(await factories.amake_user("flood"))
-    frame = {"type": "chat.send", "conversation": None, "content": "hi", "client_id": "x"}
-    bad = json.dumps({"type": "nonsense"})
-    for _ in range(10):
-        await sock.send(bad)
-        assert (await sock.recv())["code"] == "invalid_frame"
-    await sock.send(frame)  # the 11th: refused before it is read, so nothing is saved
-    refusal = await sock.recv()
-    assert refusal["type"] == "error" and refusal["code"] == "rate_limited", refusal
-    assert refusal["retry_after"] == 1 and refusal["client_id"] is None
-    assert "5 frames a second" in refusal["detail"]
-    assert await sock.comm.receive_nothing(timeout=0.2)
-    assert await message_count() == 0
-    # Keep going: one answer a second at most, then the close.
-    answers = []
-    for _ in range(40):
-        await sock.send(bad)
-        await asyncio.sleep(0.05)
-    while True:
-        out = await sock.comm.receive_output(timeout=5)
-        if out["type"] == "websocket.close":
-            break
-        answers.append(json.loads(out["text"]))
-    assert out.get("code") == 1008
-    assert {a["code"] for a in answers} <= {"rate_limited", "invalid_frame"}
-    assert sum(a["code"] == "rate_limited" for a in answers) <= 3
 
 
 @pytest.mark.asyncio

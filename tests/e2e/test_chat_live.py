@@ -215,6 +215,9 @@ async def test_hundred_malformed_frames_then_a_normal_chat(live: Live) -> None:
         await ws.send(junk[i % len(junk)] or " ")
         answer = await ws.recv()
         assert answer["type"] == "error" and answer["code"] == "invalid_frame"
+    # 100 frames in some 50 ms used the socket's burst: the next waits for the frame limit's
+    # refill (a 101st at once is refused: tests/reliability/test_abuse_live.py).
+    await asyncio.sleep(0.1)
     await ws.send({"type": "chat.send", "conversation": None, "content": "fine now"})
     frames = await ws.until("stream.end")
     assert text_of(frames) == "You said: fine now (turn 1)"

@@ -140,7 +140,7 @@ async def test_a_flooding_socket_is_answered_sparingly_then_closed_while_its_own
     # The same person, the same server: still fine.
     assert (await chat(calm, "after"))["end"]["finish_reason"] == "stop"
     await calm.close()
-    assert "is over a socket's frame limit" in embedded.web.output()
+    assert "127.0.9.1', " in embedded.web.output().split("is over its frame limit")[0][-40:]
 
 
 async def test_a_person_with_too_many_sockets_gets_4429_and_the_open_ones_go_on(
@@ -225,7 +225,7 @@ async def stop_reading_against(url: str, web: livedaphne.Service, name: str, n: 
         "options": {"max_new_tokens": 100000},
     }
     asked = 0
-    with contextlib.suppress(ConnectionClosed):
+    with contextlib.suppress(ConnectionClosed, ConnectionResetError):
         for _ in range(8):
             await stalled.send(json.dumps(frame))
             asked += 1
@@ -243,6 +243,8 @@ async def stop_reading_against(url: str, web: livedaphne.Service, name: str, n: 
             await asyncio.wait_for(stalled.recv(), 10)
     except ConnectionClosed as exc:
         code = exc.rcvd.code if exc.rcvd is not None else None
+    except ConnectionResetError:
+        pass  # dropped: the close was not read in time
     assert code in (1008, None), code
     # The replies are the server's: they finish, whole, and a reconnecting page catches up.
     with contextlib.suppress(TimeoutError):  # the rest it asked for before the close
@@ -304,13 +306,17 @@ async def test_with_redis_handshakes_are_counted_across_web_processes(pair: Pair
             await open_socket(server.url, cookie, 7)
         assert refused.value.response.status_code == 429
     # A flood on one socket is refused there too (the bucket is the socket's own).
+    # (The refusal, sent by the server itself, may come before the answers to earlier frames.)
     ws = await open_socket(pair.b.url, cookie, 8)
     for _ in range(150):
         await ws.send({"type": "chat.subscribe", "conversation": NOWHERE})
-    codes = [(await ws.recv()).get("code")]
-    while codes[-1] != "rate_limited":
-        codes.append((await ws.recv()).get("code"))
-    assert 100 <= codes.count("not_found") <= 105 and len(codes) < 106, codes
+    codes = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            codes.append((await ws.recv(timeout=1.5)).get("code"))
+    # The burst, then what 20 a second let through while the rest waited to be read.
+    assert 100 <= codes.count("not_found") <= 120, codes
+    assert codes.count("rate_limited") == 1 and set(codes) == {"not_found", "rate_limited"}
     await ws.close()
 
 

@@ -35,10 +35,8 @@ OPTION_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens", "stop", "see
 
 @pytest.fixture
 def no_rate_limits(settings: Any) -> None:
-    """The corpus sends many messages from one person, hundreds of frames on one socket:
-    per-minute and per-socket limits are not the subject (tests/chat/test_socket_limits.py)."""
+    """The corpus sends many messages from one person: per-minute limits are not the subject."""
     settings.STELLARCHAT_RATE_LIMIT_PER_MINUTE = 0
-    settings.STELLARCHAT_WS_FRAMES_PER_SECOND = 0
     settings.STELLARCHAT_TOKENS_PER_DAY = 0
 
 
