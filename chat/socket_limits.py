@@ -33,7 +33,7 @@ from limits import RateLimitItemPerMinute
 
 from chat.limits import shared_redis_url, window_limiter
 from chat.throttle import address_from
-from stellarchat import metrics
+from stellarchat import metrics, wsserver
 from stellarchat.logs import log_sometimes
 
 logger = logging.getLogger(__name__)
@@ -227,6 +227,7 @@ class HandshakeThrottle:
         if allowed:
             return await self.app(scope, receive, send)
         metrics.websocket_refused("handshakes")
+        wsserver.block_handshakes(address, retry_after)  # the next ones cost daphne alone
         log_sometimes(
             logger, address, "refusing WebSocket handshakes from %s: too many a minute", address
         )

@@ -21,6 +21,7 @@ from django.conf import settings  # noqa: E402
 from api.auth import BearerKeyOrSession  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.socket_limits import HandshakeThrottle  # noqa: E402
+from chat.throttle import address_from  # noqa: E402
 from inference.worker import InferenceConsumer  # noqa: E402
 from stellarchat import wsserver  # noqa: E402
 
@@ -30,6 +31,7 @@ wsserver.install(
     frames_per_second=settings.STELLARCHAT_WS_FRAMES_PER_SECOND,
     frame_burst=settings.STELLARCHAT_WS_FRAME_BURST,
     send_buffer_bytes=settings.STELLARCHAT_WS_SEND_BUFFER_KB * 1024,
+    address=address_from,
 )
 
 application = ProtocolTypeRouter(

@@ -1,6 +1,6 @@
 """What daphne's WebSocket side lacks, added once per web process (``install``, from asgi.py).
 
-daphne (4.2.3) hands every WebSocket to autobahn over Twisted. Four gaps matter to a shared
+daphne (4.2.3) hands every WebSocket to autobahn over Twisted. Five gaps matter to a shared
 server, and each is closed here on daphne's protocol class, where the socket's bytes are:
 
 1. **Frames per socket** (``STELLARCHAT_WS_FRAMES_PER_SECOND``, bursts of
@@ -21,7 +21,10 @@ server, and each is closed here on daphne's protocol class, where the socket's b
 3. **Close codes RFC 6455 lets a server send.** autobahn's ``sendClose`` accepts only 1000 and
    3000-4999, so an application's ``close(code=1008)`` raised inside daphne; those codes go
    out through ``sendCloseFrame``, which takes any code.
-4. **The ASGI WebSocket Denial Response** (``websocket.http.response.start``): daphne answers
+4. **Handshakes of an address over its limit**: once ``chat.socket_limits`` has refused one
+   (its window is full until a known time), this process refuses the address's next ones in
+   ``onConnect`` until then, before daphne makes an application instance for them.
+5. **The ASGI WebSocket Denial Response** (``websocket.http.response.start``): daphne answers
    every refused handshake with 403; with the extension advertised in the scope, an
    application can refuse with another status (429 for too many handshakes). The body is not
    sent: autobahn's refusal has the status line only.
@@ -54,9 +57,31 @@ class Limits:
     frames_per_second: int = 0
     frame_burst: int = 1
     send_buffer_bytes: int = 0
+    # The client's address from the peer's and X-Forwarded-For (chat.throttle.address_from).
+    address: Callable[[str, str], str] = lambda peer, forwarded: peer
 
 
 _limits = Limits()
+_blocked: dict[str, float] = {}  # address -> until when its handshakes are refused (monotonic)
+
+
+def block_handshakes(address: str, seconds: float) -> None:
+    """Refuse this address's handshakes in this process for ``seconds`` without asking the
+    application: once its window is full (``chat.socket_limits``) a refusal need not cost an
+    application instance and a trip to the window's storage."""
+    if len(_blocked) > 10_000:  # very many addresses: start over rather than grow
+        _blocked.clear()
+    _blocked[address] = time.monotonic() + seconds
+
+
+def handshakes_blocked(address: str) -> bool:
+    until = _blocked.get(address)
+    if until is None:
+        return False
+    if until > time.monotonic():
+        return True
+    del _blocked[address]
+    return False
 
 
 @dataclass(frozen=True)
@@ -149,7 +174,11 @@ def unsent_bytes(transport: Any) -> int | None:
 
 
 def install(
-    *, frames_per_second: int = 0, frame_burst: int = 1, send_buffer_bytes: int = 0
+    *,
+    frames_per_second: int = 0,
+    frame_burst: int = 1,
+    send_buffer_bytes: int = 0,
+    address: Callable[[str, str], str] | None = None,
 ) -> None:
     """Patch daphne's WebSocket protocol and server (once; later calls set the limits)."""
     from autobahn.twisted.websocket import ConnectionDeny
@@ -158,15 +187,36 @@ def install(
 
     global _limits
     _limits = Limits(frames_per_second, frame_burst, send_buffer_bytes)
+    if address is not None:
+        _limits = Limits(frames_per_second, frame_burst, send_buffer_bytes, address)
     if getattr(WebSocketProtocol, "_stellarchat_patched", False):
         return
     WebSocketProtocol._stellarchat_patched = True
 
+    original_connect = WebSocketProtocol.onConnect
     original_message = WebSocketProtocol.onMessage
     original_send = WebSocketProtocol.serverSend
     original_close = WebSocketProtocol.serverClose
     original_reply = WebSocketProtocol.handle_reply
     original_create = Server.create_application
+
+    def onConnect(self: Any, request: Any) -> Any:  # noqa: N802
+        if _blocked:
+            peer = self.transport.getPeer()
+            host = str(getattr(peer, "host", ""))
+            if handshakes_blocked(
+                _limits.address(host, request.headers.get("x-forwarded-for", ""))
+            ):
+                from stellarchat import metrics
+
+                metrics.websocket_refused("handshakes")
+                # What daphne's own refusal leaves behind, for its onClose and its cleanup.
+                self.server = self.factory.server_class
+                self.server.protocol_connected(self)
+                self.request, self.client_addr = request, [host, getattr(peer, "port", 0)]
+                self.server.protocol_disconnected(self)
+                raise ConnectionDeny(code=429, reason="Too Many Requests")
+        return original_connect(self, request)
 
     def onMessage(self: Any, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
         if _limits.frames_per_second and not self.muted:
@@ -195,8 +245,7 @@ def install(
             metrics.websocket_refused("frames_closed")
             self.muted = True  # daphne drops what is still on its way
             self.sendCloseFrame(code=CLOSE_POLICY, reasonUtf8=b"too many frames", isReply=False)
-            return
-        if refusal.notify:
+        elif refusal.notify:
             self.sendMessage(refusal_frame(refusal.retry_after), False)
         transport = self.transport
         if not self.__dict__.get("_paused") and hasattr(transport, "pauseProducing"):
@@ -207,8 +256,10 @@ def install(
             reactor.callLater(PAUSE, resume, self)
 
     def resume(self: Any) -> None:
+        # Not once closing: a flooder's frames are not read to the end; autobahn drops the
+        # connection when no close answer came within a second (closeHandshakeTimeout).
         self._paused = False
-        if self.state in (self.STATE_OPEN, self.STATE_CLOSING):
+        if self.state == self.STATE_OPEN:
             self.transport.resumeProducing()
 
     def serverSend(self: Any, content: Any, binary: bool = False) -> None:  # noqa: N802
@@ -257,6 +308,7 @@ def install(
             scope.setdefault("extensions", {})["websocket.http.response"] = {}
         return original_create(self, protocol, scope)
 
+    WebSocketProtocol.onConnect = onConnect
     WebSocketProtocol.onMessage = onMessage
     WebSocketProtocol.serverSend = serverSend
     WebSocketProtocol.serverClose = serverClose

@@ -274,3 +274,20 @@ async def test_a_socket_that_fails_to_open_gives_its_place_back(
     monkeypatch.undo()
     sock = await connect(user)  # the one place is free
     await sock.close()
+
+
+def test_a_refused_address_is_refused_in_daphne_until_its_window_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stellarchat import wsserver
+
+    clock = Clock()
+    monkeypatch.setattr(wsserver.time, "monotonic", clock)
+    monkeypatch.setattr(wsserver, "_blocked", {})
+    assert not wsserver.handshakes_blocked("10.0.0.1")
+    wsserver.block_handshakes("10.0.0.1", 30)
+    assert wsserver.handshakes_blocked("10.0.0.1")
+    assert not wsserver.handshakes_blocked("10.0.0.2")
+    clock.now += 30.5
+    assert not wsserver.handshakes_blocked("10.0.0.1")
+    assert wsserver._blocked == {}  # forgotten, not kept
