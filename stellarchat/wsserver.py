@@ -1,6 +1,6 @@
 """What daphne's WebSocket side lacks, added once per web process (``install``, from asgi.py).
 
-daphne (4.2.3) hands every WebSocket to autobahn over Twisted. Five gaps matter to a shared
+daphne (4.2.3) hands every WebSocket to autobahn over Twisted. Six gaps matter to a shared
 server, and each is closed here on daphne's protocol class, where the socket's bytes are:
 
 1. **Frames per socket** (``STELLARCHAT_WS_FRAMES_PER_SECOND``, bursts of
@@ -24,7 +24,11 @@ server, and each is closed here on daphne's protocol class, where the socket's b
 4. **Handshakes of an address over its limit**: once ``chat.socket_limits`` has refused one
    (its window is full until a known time), this process refuses the address's next ones in
    ``onConnect`` until then, before daphne makes an application instance for them.
-5. **The ASGI WebSocket Denial Response** (``websocket.http.response.start``): daphne answers
+5. **Per-connection work for a debug line nobody reads**: autobahn pretty-prints its settings
+   for every new connection (``pformat``) before its logger drops the line; it was 14 % of the
+   event loop's time in a flood of handshakes (py-spy). The text is now made only if the line
+   is written.
+6. **The ASGI WebSocket Denial Response** (``websocket.http.response.start``): daphne answers
    every refused handshake with 403; with the extension advertised in the scope, an
    application can refuse with another status (429 for too many handshakes). The body is not
    sent: autobahn's refusal has the status line only.
@@ -38,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pprint
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,6 +178,21 @@ def unsent_bytes(transport: Any) -> int | None:
     return None
 
 
+class _Pretty:
+    """``pprint.pformat`` of ``value``, made when a log line is formatted, not before."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(pprint.pformat(self.value), spec)
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+
 def install(
     *,
     frames_per_second: int = 0,
@@ -192,6 +212,9 @@ def install(
     if getattr(WebSocketProtocol, "_stellarchat_patched", False):
         return
     WebSocketProtocol._stellarchat_patched = True
+    import autobahn.websocket.protocol
+
+    autobahn.websocket.protocol.pformat = _Pretty  # type: ignore[assignment]
 
     original_connect = WebSocketProtocol.onConnect
     original_message = WebSocketProtocol.onMessage
