@@ -43,6 +43,8 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
         if not await socket_limits.socket_acquire(user_id=user.pk):
+            session = self.scope.get("session")
+            socket_limits.remember_full(getattr(session, "session_key", None), user.pk)
             await self.accept()  # then a close code the page can tell apart (docs)
             await self.close(code=socket_limits.CLOSE_TOO_MANY_SOCKETS)
             return

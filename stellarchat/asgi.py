@@ -13,14 +13,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stellarchat.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from api.auth import BearerKeyOrSession  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from chat.socket_limits import HandshakeThrottle  # noqa: E402
+from chat.socket_limits import FullPersonGate, HandshakeThrottle  # noqa: E402
 from chat.throttle import address_from  # noqa: E402
 from inference.worker import InferenceConsumer  # noqa: E402
 from stellarchat import wsserver  # noqa: E402
@@ -42,8 +43,14 @@ application = ProtocolTypeRouter(
         "websocket": HandshakeThrottle(
             BearerKeyOrSession(
                 keyed=URLRouter(websocket_urlpatterns),
+                # Channels' AuthMiddlewareStack, with a person already at their socket limit
+                # refused between reading the cookie and looking the session up.
                 session=AllowedHostsOriginValidator(
-                    AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                    CookieMiddleware(
+                        FullPersonGate(
+                            SessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns)))
+                        )
+                    )
                 ),
             )
         ),

@@ -82,7 +82,8 @@ WEBSOCKET_REFUSALS = Counter(
     "What the chat socket's limits refused, by limit: frames (a frame over a socket's rate), "
     "frames_closed (a socket closed for staying over it), sockets (a person's socket past "
     "the most they may have open), handshakes (an address past its handshakes a minute), "
-    "send_buffer (a socket closed for holding too much unsent data).",
+    "send_buffer (a socket closed for holding too much unsent data), connections_dropped (a "
+    "TCP connection closed unread: its address kept handshaking while refused).",
     ["limit"],
 )
 MODEL_LOAD_SECONDS = Gauge(

@@ -243,9 +243,10 @@ STELLARCHAT_REMOTE_TIMEOUT = CONFIG.remote_timeout
 STELLARCHAT_RATE_LIMIT_PER_MINUTE = CONFIG.rate_limit_per_minute
 STELLARCHAT_MAX_CONCURRENT_STREAMS = CONFIG.max_concurrent_streams
 STELLARCHAT_TOKENS_PER_DAY = CONFIG.tokens_per_day
-# What one account may do to the chat socket's server (chat/socket_limits.py; 0 = off): frames
-# per socket (a token bucket), sockets per person (across web processes through Redis),
-# handshakes per client address per minute, and unsent bytes a socket may hold in the server.
+# What one account may cost the chat socket's server (0 = off): frames per socket (a token
+# bucket) and unsent bytes a socket may hold, inside daphne (stellarchat/wsserver.py); sockets
+# per person (across web processes through Redis) and handshakes per client address a minute
+# (chat/socket_limits.py).
 STELLARCHAT_WS_FRAMES_PER_SECOND = CONFIG.ws_frames_per_second
 STELLARCHAT_WS_FRAME_BURST = CONFIG.ws_frame_burst
 STELLARCHAT_MAX_SOCKETS_PER_USER = CONFIG.max_sockets_per_user

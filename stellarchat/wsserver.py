@@ -24,6 +24,8 @@ server, and each is closed here on daphne's protocol class, where the socket's b
 4. **Handshakes of an address over its limit**: once ``chat.socket_limits`` has refused one
    (its window is full until a known time), this process refuses the address's next ones in
    ``onConnect`` until then, before daphne makes an application instance for them.
+   An address that goes on handshaking while refused (more than ``DROP_AFTER`` a second)
+   has its next TCP connections closed as they are accepted, for ``DROP_SECONDS``.
 5. **Per-connection work for a debug line nobody reads**: autobahn pretty-prints its settings
    for every new connection (``pformat``) before its logger drops the line; it was 14 % of the
    event loop's time in a flood of handshakes (py-spy). The text is now made only if the line
@@ -57,26 +59,35 @@ CLOSE_POLICY = 1008
 PAUSE = 0.5  # seconds a socket over its frame limit is not read
 
 
+def peer_only(peer: str, forwarded_for: str) -> str:
+    return peer
+
+
 @dataclass(frozen=True)
 class Limits:
     frames_per_second: int = 0
     frame_burst: int = 1
     send_buffer_bytes: int = 0
     # The client's address from the peer's and X-Forwarded-For (chat.throttle.address_from).
-    address: Callable[[str, str], str] = lambda peer, forwarded: peer
+    address: Callable[[str, str], str] = peer_only
 
 
 _limits = Limits()
 _blocked: dict[str, float] = {}  # address -> until when its handshakes are refused (monotonic)
 
 
-def block_handshakes(address: str, seconds: float) -> None:
-    """Refuse this address's handshakes in this process for ``seconds`` without asking the
-    application: once its window is full (``chat.socket_limits``) a refusal need not cost an
-    application instance and a trip to the window's storage."""
-    if len(_blocked) > 10_000:  # very many addresses: start over rather than grow
-        _blocked.clear()
-    _blocked[address] = time.monotonic() + seconds
+def handshake_refused(address: str, peer: str, seconds: float | None = None) -> None:
+    """A handshake of ``address`` (from the TCP ``peer``) was refused for too many a minute.
+
+    With ``seconds`` (the application's refusal, which knows when its window frees): refuse
+    the address's handshakes in this process until then without asking the application, so a
+    refusal no longer costs an application instance and a trip to the window's storage."""
+    if seconds is not None:
+        if len(_blocked) > 10_000:  # very many addresses: start over rather than grow
+            _blocked.clear()
+        _blocked[address] = time.monotonic() + seconds
+    if address == peer:
+        refused_again(peer)
 
 
 def handshakes_blocked(address: str) -> bool:
@@ -86,6 +97,42 @@ def handshakes_blocked(address: str) -> bool:
     if until > time.monotonic():
         return True
     del _blocked[address]
+    return False
+
+
+# An address that keeps handshaking while refused (a script in a loop, not a person) costs
+# even its refusals: ~0.4 ms each of HTTP and WebSocket parsing. Past DROP_AFTER refusals in
+# one second its next TCP connections are closed as they are accepted, for DROP_SECONDS,
+# before anything is read (a few microseconds each). Only where the address is the TCP peer
+# itself: behind a proxy the peer is the proxy, and the proxy should limit instead.
+DROP_AFTER = 20
+DROP_SECONDS = 1.0
+_refusals: dict[str, tuple[int, int]] = {}  # peer -> (second, handshakes refused in it)
+_dropping: dict[str, float] = {}  # peer -> until when its connections are closed at once
+
+
+def refused_again(peer: str) -> None:
+    """Count a refused handshake of a peer; start dropping its connections past the limit."""
+    now = time.monotonic()
+    second = int(now)
+    was, count = _refusals.get(peer, (second, 0))
+    count = count + 1 if was == second else 1
+    if len(_refusals) > 10_000:
+        _refusals.clear()
+    _refusals[peer] = (second, count)
+    if count > DROP_AFTER:
+        if len(_dropping) > 10_000:
+            _dropping.clear()
+        _dropping[peer] = now + DROP_SECONDS
+
+
+def dropping(peer: str) -> bool:
+    until = _dropping.get(peer)
+    if until is None:
+        return False
+    if until > time.monotonic():
+        return True
+    del _dropping[peer]
     return False
 
 
@@ -202,13 +249,12 @@ def install(
 ) -> None:
     """Patch daphne's WebSocket protocol and server (once; later calls set the limits)."""
     from autobahn.twisted.websocket import ConnectionDeny
+    from daphne.http_protocol import HTTPFactory
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketProtocol
 
     global _limits
-    _limits = Limits(frames_per_second, frame_burst, send_buffer_bytes)
-    if address is not None:
-        _limits = Limits(frames_per_second, frame_burst, send_buffer_bytes, address)
+    _limits = Limits(frames_per_second, frame_burst, send_buffer_bytes, address or peer_only)
     if getattr(WebSocketProtocol, "_stellarchat_patched", False):
         return
     WebSocketProtocol._stellarchat_patched = True
@@ -222,17 +268,26 @@ def install(
     original_close = WebSocketProtocol.serverClose
     original_reply = WebSocketProtocol.handle_reply
     original_create = Server.create_application
+    original_build = HTTPFactory.buildProtocol
+
+    def buildProtocol(self: Any, addr: Any) -> Any:  # noqa: N802
+        if _dropping and dropping(str(getattr(addr, "host", ""))):
+            from stellarchat import metrics
+
+            metrics.websocket_refused("connections_dropped")
+            return None  # Twisted closes the connection before reading a byte
+        return original_build(self, addr)
 
     def onConnect(self: Any, request: Any) -> Any:  # noqa: N802
         if _blocked:
             peer = self.transport.getPeer()
             host = str(getattr(peer, "host", ""))
-            if handshakes_blocked(
-                _limits.address(host, request.headers.get("x-forwarded-for", ""))
-            ):
+            address = _limits.address(host, request.headers.get("x-forwarded-for", ""))
+            if handshakes_blocked(address):
                 from stellarchat import metrics
 
                 metrics.websocket_refused("handshakes")
+                handshake_refused(address, host)
                 # What daphne's own refusal leaves behind, for its onClose and its cleanup.
                 self.server = self.factory.server_class
                 self.server.protocol_connected(self)
@@ -337,3 +392,4 @@ def install(
     WebSocketProtocol.serverClose = serverClose
     WebSocketProtocol.handle_reply = handle_reply
     Server.create_application = create_application
+    HTTPFactory.buildProtocol = buildProtocol

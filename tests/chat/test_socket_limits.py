@@ -285,9 +285,55 @@ def test_a_refused_address_is_refused_in_daphne_until_its_window_moves(
     monkeypatch.setattr(wsserver.time, "monotonic", clock)
     monkeypatch.setattr(wsserver, "_blocked", {})
     assert not wsserver.handshakes_blocked("10.0.0.1")
-    wsserver.block_handshakes("10.0.0.1", 30)
+    monkeypatch.setattr(wsserver, "_refusals", {})
+    wsserver.handshake_refused("10.0.0.1", "10.9.9.9", 30)
     assert wsserver.handshakes_blocked("10.0.0.1")
     assert not wsserver.handshakes_blocked("10.0.0.2")
     clock.now += 30.5
     assert not wsserver.handshakes_blocked("10.0.0.1")
     assert wsserver._blocked == {}  # forgotten, not kept
+
+
+def test_an_address_hammering_while_refused_is_dropped_for_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stellarchat import wsserver
+
+    clock = Clock()
+    monkeypatch.setattr(wsserver.time, "monotonic", clock)
+    monkeypatch.setattr(wsserver, "_refusals", {})
+    monkeypatch.setattr(wsserver, "_dropping", {})
+    for _ in range(wsserver.DROP_AFTER):  # as many as a second allows: still parsed
+        wsserver.refused_again("10.0.0.1")
+    assert not wsserver.dropping("10.0.0.1")
+    clock.now += 1.0  # a new second starts the count again
+    for _ in range(wsserver.DROP_AFTER + 1):
+        wsserver.refused_again("10.0.0.1")
+    assert wsserver.dropping("10.0.0.1") and not wsserver.dropping("10.0.0.2")
+    clock.now += wsserver.DROP_SECONDS + 0.01
+    assert not wsserver.dropping("10.0.0.1")
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fresh_layer")
+async def test_a_full_persons_session_is_refused_before_it_is_looked_up_until_there_is_room(
+    settings: Any,
+) -> None:
+    settings.STELLARCHAT_MAX_SOCKETS_PER_USER = 1
+    user = await factories.amake_user("fullhouse")
+    cookie = await database_sync_to_async(session_cookie)(user)
+    first = communicator(cookie)
+    assert (await first.connect())[0]
+    for _ in range(2):  # the second time, by the session it is known to be full
+        extra = communicator(cookie)
+        assert (await extra.connect())[0]
+        assert (await extra.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4429}
+    assert list(socket_limits._full_sessions.values()) == [user.pk]
+    await first.disconnect()
+    await asyncio.sleep(0.1)
+    again = communicator(cookie)  # room again: the same session is looked up and let in
+    assert (await again.connect())[0]
+    assert await again.receive_nothing(timeout=0.2)
+    assert socket_limits._full_sessions == {}
+    await again.disconnect()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import signal
 import socket
@@ -181,6 +182,45 @@ async def test_too_many_handshakes_from_one_address_get_http_429(embedded: Live)
     ws = await open_socket(embedded.url, cookie, 4)
     assert (await chat(ws, "from elsewhere"))["end"]["finish_reason"] == "stop"
     await ws.close()
+
+
+async def test_an_address_that_keeps_handshaking_while_refused_is_dropped_at_accept(
+    embedded: Live,
+) -> None:
+    cookie = signup(embedded.url, "hammer")
+    for _ in range(20):
+        await (await open_socket(embedded.url, cookie, 40)).close()
+    outcomes: dict[str, int] = {}
+    at_once = asyncio.Semaphore(20)  # a script's loop, 20 connections at a time
+
+    async def attempt() -> None:
+        try:
+            async with at_once:
+                await open_socket(embedded.url, cookie, 40)
+            kind = "accepted"
+        except InvalidStatus as exc:
+            kind = str(exc.response.status_code)
+        except (websockets.exceptions.InvalidMessage, OSError):
+            kind = "dropped"  # closed as it was accepted, before a byte was read
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+
+    await asyncio.gather(*(attempt() for _ in range(300)))
+    assert outcomes.get("429", 0) >= 20 and outcomes.get("dropped", 0) >= 150, outcomes
+    assert "accepted" not in outcomes
+    # Its plain HTTP is dropped too while it floods; another address is served as ever.
+    host, port = embedded.url.removeprefix("http://").split(":")
+    other = http.client.HTTPConnection(host, int(port), source_address=address(41), timeout=10)
+    other.request("GET", "/healthz")
+    assert other.getresponse().status == 200
+    other.close()
+    ws = await open_socket(embedded.url, cookie, 41)
+    assert (await chat(ws, "next door"))["end"]["finish_reason"] == "stop"
+    await ws.close()
+    await asyncio.sleep(1.2)  # a second without the flood: its connections are taken again
+    again = http.client.HTTPConnection(host, int(port), source_address=address(40), timeout=10)
+    again.request("GET", "/healthz")
+    assert again.getresponse().status == 200
+    again.close()
 
 
 async def stalled_socket(url: str, cookie: str, n: int) -> Any:
