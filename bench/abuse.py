@@ -114,6 +114,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.load import PROMPTS, _on_alarm, _on_term, percentile, rss  # noqa: E402
 from tests.e2e import livedaphne  # noqa: E402
 from tests.e2e.wsclient import LONG_PROMPT, signup  # noqa: E402
 
@@ -125,25 +126,6 @@ READER_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 11)]  # the never-reading s
 FLOOD_LEAD = 2.0  # s between starting the flooder process and the flood phase
 FLOODS = ("replies", "frames", "handshakes", "readers")
 CONCURRENCY = 20  # handshakes (and never-reading sockets) opened at once
-PROMPTS = [
-    "Tell me about the moon.", "What is a lighthouse for?", "Describe a rainy city.",
-    "Write a line about coffee.", "Why do bees dance?", "Name a friendly dragon.",
-    "How do trains work?", "What grows in a garden?", "Tell a story about a clockmaker.",
-    "What are the northern lights?",
-]  # fmt: skip
-
-
-class Deadline(KeyboardInterrupt):
-    """The hard deadline passed: unwind and stop everything (a KeyboardInterrupt so that asyncio
-    lets it out of whichever task it lands in, and the cleanup runs as for Ctrl-C)."""
-
-
-def _on_alarm(signum: int, frame: Any) -> None:
-    raise Deadline("hard deadline reached")
-
-
-def _on_term(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def person_address(index: int) -> str:
@@ -211,16 +193,6 @@ async def close_quietly(ws: Any, timeout: float = 3.0) -> None:
 
 
 # --- memory -------------------------------------------------------------------------------
-
-
-def rss(pid: int) -> float | None:
-    """Resident memory of a process in bytes, None once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    return int(match.group(1)) * 1024.0 if match else None
 
 
 def cmdline(pid: int) -> bytes:
@@ -1119,13 +1091,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- the report ---------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def rounded(value: float | None, digits: int = 1) -> float | None:

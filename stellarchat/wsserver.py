@@ -90,14 +90,19 @@ def handshake_refused(address: str, peer: str, seconds: float | None = None) -> 
         refused_again(peer)
 
 
-def handshakes_blocked(address: str) -> bool:
-    until = _blocked.get(address)
+def _pending(table: dict[str, float], key: str) -> bool:
+    """Whether ``table`` holds a time still to come for ``key`` (a past one is forgotten)."""
+    until = table.get(key)
     if until is None:
         return False
     if until > time.monotonic():
         return True
-    del _blocked[address]
+    del table[key]
     return False
+
+
+def handshakes_blocked(address: str) -> bool:
+    return _pending(_blocked, address)
 
 
 # An address that keeps handshaking while refused (a script in a loop, not a person) costs
@@ -127,13 +132,7 @@ def refused_again(peer: str) -> None:
 
 
 def dropping(peer: str) -> bool:
-    until = _dropping.get(peer)
-    if until is None:
-        return False
-    if until > time.monotonic():
-        return True
-    del _dropping[peer]
-    return False
+    return _pending(_dropping, peer)
 
 
 @dataclass(frozen=True)
