@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -52,3 +54,24 @@ def require(name: str, available: bool) -> None:
     if in_ci():
         pytest.fail(f"{message}, and CI is set: tests that need it must run")
     pytest.skip(f"!!! {message}: skipping a test that needs it !!!")
+
+
+def redis_channel_layer(settings: Any, index: int) -> Iterator[Any]:
+    """Point ``settings`` at a Redis channel layer on database ``index`` of the local Redis,
+    emptied before and after; yields a client of that database (use with ``yield from`` in a
+    fixture). Code that shares the layer's Redis (limits, socket counts) then uses it too."""
+    import redis
+
+    require("Redis", redis_available())
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{index}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": url, "socket_timeout": None}]},
+        }
+    }
+    yield client
+    client.flushdb()
+    client.close()

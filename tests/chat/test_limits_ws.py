@@ -387,21 +387,7 @@ REDIS_DB = 8
 @pytest.fixture
 def redis_layer(settings: Any) -> Any:
     """A Redis channel layer setting on a database of its own, emptied before and after."""
-    import redis
-
-    services.require("Redis", services.redis_available())
-    url = services.REDIS_URL.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": url, "socket_timeout": None}]},
-        }
-    }
-    yield client
-    client.flushdb()
-    client.close()
+    yield from services.redis_channel_layer(settings, REDIS_DB)
 
 
 def hit_in_a_new_loop(user_id: int) -> limits.RateState | None:

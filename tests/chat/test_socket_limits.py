@@ -155,22 +155,8 @@ async def test_a_person_gets_so_many_sockets_and_the_next_is_closed_with_4429(
 
 @pytest.fixture
 def redis_slots(settings: Any) -> Any:
-    import redis
-
-    services.require("Redis", services.redis_available())
-    url = services.REDIS_URL.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": url, "socket_timeout": None}]},
-        }
-    }
     settings.STELLARCHAT_MAX_SOCKETS_PER_USER = 3
-    yield client
-    client.flushdb()
-    client.close()
+    yield from services.redis_channel_layer(settings, REDIS_DB)
 
 
 def as_process(monkeypatch: pytest.MonkeyPatch, name: str, mine: dict[int, int]) -> None:
