@@ -50,6 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -231,7 +232,7 @@ async def one_reply(ws: LiveSocket, client: int, max_new_tokens: int, seed: int)
             if stream.first is None:
                 stream.first = now
         elif kind == "error":
-            stream.error = got.get("code")
+            stream.error = f"{got.get('code')}: {str(got.get('detail', ''))[:90]}"
             if not started:  # refused before any reply started: no stream.end follows
                 stream.end = now
                 return stream
@@ -320,6 +321,10 @@ def report(label: str, levels: list[Level], *, show_timelines: bool = False) -> 
             f"{(statistics.median(ttfts) * 1000 if ttfts else float('nan')):>7.0f}ms "
             f"{(max(ttfts) * 1000 if ttfts else float('nan')):>7.0f}ms {errors:>6}"
         )
+    for level in levels:
+        codes = Counter(s.error or "error" for s in level.streams if s.error or s.finish == "error")
+        if codes:
+            print(f"  N={level.n}: errors: {dict(codes)}")
     # A short reply's rate rests on few deltas (one flush interval can halve it): the slowest
     # replies with their lengths tell a slow stream from a short one.
     for level in levels:

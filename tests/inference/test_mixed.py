@@ -24,7 +24,9 @@ GREEDY = GenerationOptions(temperature=0, max_new_tokens=24)
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = Path(tmp_path_factory.mktemp("mixed"))
-    return {arch: tinymodels.build(root / arch, arch) for arch in ("llama", "qwen2", "gpt2")}
+    models = {arch: tinymodels.build(root / arch, arch) for arch in ("llama", "qwen2", "gpt2")}
+    models["long"] = tinymodels.build(root / "long", "llama", context=1024)
+    return models
 
 
 def loaded(path: Path, *, mixed: bool = True) -> Any:
@@ -205,6 +207,47 @@ def test_a_long_running_batch_slides_its_columns_instead_of_new_buffers() -> Non
         assert slots.values[0][r, 0, slots.first[r] : slots.end, 0].tolist() == [-v for v in held]
 
 
+def test_room_made_ahead_for_a_long_prompt_is_what_its_join_takes() -> None:
+    """A prompt read in chunks has the bigger buffers it will need made a part each step
+    (``prepare``): its join takes them (no allocation in that step), the rows already there
+    keep their keys, and steps in between (the live columns growing) do not waste them."""
+    import torch
+
+    slots = mixed.Slots(2)
+    rows = [[float(i) for i in range(1, 21)], [float(i) for i in range(100, 105)]]
+    lengths = [len(r) for r in rows]
+
+    def kv(values: list[float]) -> tuple[Any, Any]:
+        t = torch.tensor(values).view(1, 1, -1, 1).expand(1, 2, -1, 3)
+        return t.clone(), -t.clone()
+
+    slots.add({layer: [kv(r) for r in rows] for layer in (0, 1)}, lengths)
+    before = slots.keys[0]
+    made: list[Any] = []
+    for steps in (3, 2, 1):  # three chunk steps: each makes a third of the 4 buffers (ceil)
+        slots.prepare(rows=3, left=600, steps=steps)
+        assert slots._spare is not None
+        made = slots._spare[1] + slots._spare[2]
+        slots.reserve()
+        column = [float(len(r) + 1000) for r in rows]
+        new = torch.tensor(column).view(-1, 1, 1, 1).expand(-1, 2, 1, 3)
+        for layer in (0, 1):
+            slots.append(layer, new, -new)
+        slots.advance()
+        for held, value in zip(rows, column, strict=True):
+            held.append(value)
+    assert len(made) == 4 and slots.keys[0] is before  # made, not yet taken
+    long = [float(i) for i in range(5000, 5600)]
+    slots.add({layer: [kv(long)] for layer in (0, 1)}, [600])
+    rows.append(long)
+    assert slots._spare is None
+    assert all(any(b is m for m in made) for b in slots.keys + slots.values)  # taken
+    for r, held in enumerate(rows):
+        keys = slots.keys[1][r, 1, slots.first[r] : slots.end, 2].tolist()
+        assert keys == held
+        assert slots.values[0][r, 0, slots.first[r] : slots.end, 0].tolist() == [-v for v in held]
+
+
 def test_slots_keep_every_row_s_tokens_through_joins_leaves_and_growth() -> None:
     """Rows of random lengths join, decode, leave (the last row moving into the gap) and the
     buffers grow past their capacity: every row always reads exactly its own keys, in order,
@@ -290,7 +333,9 @@ def test_replies_equal_replies_with_separate_prefill_steps(
     assert replies[True] == replies[False]
 
 
-def staggered(backend: TransformersBackend, prompts: list[str]) -> tuple[list[str], int]:
+def staggered(
+    backend: TransformersBackend, prompts: list[str], *, prefill_tokens: int | None = None
+) -> tuple[list[str], int]:
     """Start one request, then the others one by one, each two steps after the last (they
     join mid-batch), on a scheduler stepped here: the same interleaving on every machine (a
     thread per request 10 ms apart let a fast machine finish each reply before the next
@@ -299,6 +344,8 @@ def staggered(backend: TransformersBackend, prompts: list[str]) -> tuple[list[st
 
     assert backend._batcher is not None
     scheduler = Scheduler(backend.load(), max_batch=8, mixed=backend._batcher.mixed)
+    if prefill_tokens is not None:
+        scheduler.prefill_tokens = prefill_tokens
     outputs: list[list[Any]] = [[] for _ in prompts]
     waiting = list(range(len(prompts)))
     steps = 0
@@ -406,7 +453,7 @@ def test_a_model_failing_its_self_check_keeps_separate_prefill_steps(
     assert result.finish_reason in ("stop", "length") and text
 
 
-def test_prompts_past_the_step_budget_are_read_in_steps_of_their_own(
+def test_prompts_past_the_step_budget_are_read_in_chunks(
     tiny: dict[str, Path],
 ) -> None:
     backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
@@ -415,3 +462,215 @@ def test_prompts_past_the_step_budget_are_read_in_steps_of_their_own(
     backend._batcher.prefill_tokens = 20  # every prompt past the first in a step of its own
     batched = together(backend, [(p, GREEDY) for p in PROMPTS])
     assert [text for text, _ in batched] == alone
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_a_prompt_read_in_chunks_gives_the_model_s_own_logits(
+    tiny: dict[str, Path], arch: str
+) -> None:
+    """A prompt read in three chunks over three steps, beside decoding rows: its logits and
+    the decode steps after it joins equal the model's own forward of the whole sequence."""
+    import torch
+
+    state = loaded(tiny[arch])
+    model, tok = state.model, state.tokenizer
+    assert mixed.install(model, tok)
+    long = tok(" ".join(PROMPTS), add_special_tokens=False)["input_ids"]
+    chunks = [long[:7], long[7:20], long[20:]]
+    assert all(chunks) and len(long) > 25
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS[:2]]
+    with torch.inference_mode():
+        logits, step = mixed.forward(model, tokens=[], positions=[], slots=None, prompts=rows)
+        slots = mixed.Slots(model.config.num_hidden_layers)
+        slots.add(step.prompt_kv, [len(r) for r in rows])
+        sequences = [list(r) for r in rows]
+        past = None
+        for chunk in chunks:
+            picks = logits[: len(sequences)].argmax(-1).tolist()
+            for sequence, pick in zip(sequences, picks, strict=True):
+                sequence.append(pick)
+            logits, step = mixed.forward(
+                model,
+                tokens=picks,
+                positions=[len(s) - 1 for s in sequences],
+                slots=slots,
+                prompts=[chunk],
+                pasts=[past],
+            )
+            slots.advance()
+            past = [step.prompt_kv[layer][0] for layer in range(len(step.prompt_kv))]
+            for got, sequence in zip(logits, sequences, strict=False):
+                own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
+                assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+        own = model(input_ids=torch.tensor([long])).logits[0, -1]
+        assert torch.allclose(logits[-1], own, atol=1e-4), (logits[-1] - own).abs().max()
+        assert past[0][0].shape[2] == len(long)
+        # The prompt joins the batch with every chunk's keys and values: it decodes right.
+        slots.add({layer: [kv] for layer, kv in enumerate(past)}, [len(long)])
+        sequences.append(list(long))
+        picks = logits.argmax(-1).tolist()
+        for sequence, pick in zip(sequences, picks, strict=True):
+            sequence.append(pick)
+        logits, _ = mixed.forward(
+            model,
+            tokens=picks,
+            positions=[len(s) - 1 for s in sequences],
+            slots=slots,
+            prompts=[],
+        )
+        for got, sequence in zip(logits, sequences, strict=True):
+            own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
+            assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+
+
+def test_a_long_prompt_joining_streaming_replies_is_read_in_chunks_and_changes_nothing(
+    tiny: dict[str, Path],
+) -> None:
+    """Greedy replies streaming while a long prompt joins: it is read over several steps (each
+    within the step's budget, the rows decoding in every one of them), and every reply's text
+    equals its text alone."""
+    from inference import batching
+
+    backend = TransformersBackend(str(tiny["long"]), device="cpu", max_batch=8)
+    long_text = " ".join(PROMPTS) * 3
+    options = GenerationOptions(temperature=0, max_new_tokens=40)
+    alone = [run(backend, p, options) for p in [*PROMPTS[:3], long_text]]
+    assert all(result.finish_reason in ("stop", "length") for _, result in alone)
+    assert backend._batcher is not None
+    scheduler = batching.Scheduler(backend.load(), max_batch=8, mixed=True)
+    seen: list[tuple[int, list[int]]] = []  # (rows decoding, prompt tokens read) per step
+    real = mixed.forward
+
+    def forward(model: Any, **kw: Any) -> Any:
+        seen.append((len(kw["tokens"]), [len(p) for p in kw["prompts"]]))
+        return real(model, **kw)
+
+    outputs: list[list[Any]] = [[] for _ in range(4)]
+
+    def submit(i: int, text: str) -> None:
+        scheduler.submit(
+            batching.Request(
+                [{"role": "user", "content": text}], options, threading.Event(), outputs[i].append
+            )
+        )
+
+    steps = 0
+
+    def after_step() -> None:
+        nonlocal steps
+        steps += 1
+        if steps == 3:
+            submit(3, long_text)  # joins while the three stream
+
+    scheduler.after_step = after_step
+    for i, text in enumerate(PROMPTS[:3]):
+        submit(i, text)
+    original = mixed.forward
+    mixed.forward = forward
+    try:
+        scheduler.run_until_idle()
+    finally:
+        mixed.forward = original
+    texts = ["".join(x for x in out if isinstance(x, str)) for out in outputs]
+    assert texts == [text for text, _ in alone]
+    assert all(out[-1].finish_reason in ("stop", "length") for out in outputs)
+    long_tokens = alone[3][1].prompt_tokens
+    reads = [(rows, sizes) for rows, sizes in seen[3:] if sizes]
+    assert long_tokens > batching.FIRST_CHUNK
+    assert len(reads) >= 2  # read over several steps (how many: what tokens cost here) ...
+    assert all(rows == 3 and sum(sizes) <= batching.FIRST_CHUNK for rows, sizes in reads[:1])
+    assert sum(sum(sizes) for _, sizes in reads) == long_tokens  # ... every token once
+    assert all(rows > 0 for rows, _ in reads)  # ... beside the streaming replies
+
+
+def test_the_step_budget_follows_what_prompt_tokens_cost(tiny: dict[str, Path]) -> None:
+    from inference import batching
+
+    scheduler = batching.Scheduler(TransformersBackend(str(tiny["llama"])).load(), max_batch=8)
+    assert scheduler._prompt_budget() == scheduler.prefill_tokens  # nobody streaming
+    scheduler.seqs = [object()]  # type: ignore[list-item]
+    assert scheduler._prompt_budget() == batching.FIRST_CHUNK  # nothing measured yet
+    scheduler._learn(10.0, rows=4, tokens=0)  # a decode step: 10 ms
+    scheduler._learn(40.0, rows=4, tokens=100)  # +100 tokens: +30 ms, 0.3 ms a token
+    assert scheduler._prompt_budget() == int(batching.CHUNK_MS / 0.3)
+    for _ in range(20):
+        scheduler._learn(1010.0, rows=4, tokens=100)  # tokens got dear: 10 ms each
+    assert scheduler._prompt_budget() == batching.MIN_CHUNK
+    for _ in range(20):
+        scheduler._learn(10.1, rows=4, tokens=1000)  # tokens got cheap
+    assert scheduler._prompt_budget() == scheduler.prefill_tokens
+
+
+def _waiting(lengths: list[int], read: int = 0) -> list[Any]:
+    from types import SimpleNamespace
+
+    seqs = [SimpleNamespace(prompt_ids=[1] * n, read=0) for n in lengths]
+    seqs[0].read = read
+    return seqs
+
+
+def test_plan_chunks_reads_short_prompts_whole_beside_a_long_one() -> None:
+    from inference.batching import MIN_CHUNK, plan_chunks
+
+    # Nothing part-read: short ones whole, the first long one starts with what is left.
+    waiting = _waiting([20, 500, 30, 400])
+    assert [(w.index(s), n) for w in [waiting] for s, n in plan_chunks(waiting, 100)] == [
+        (0, 20),
+        (1, 80),
+    ]
+    # One part-read: it keeps at least half the budget; a short one behind it goes whole; a
+    # second long one waits until the first is read.
+    waiting = _waiting([500, 30, 400, 10], read=80)
+    plan = plan_chunks(waiting, 100)
+    assert [(waiting.index(s), n) for s, n in plan] == [(0, 50), (1, 30), (3, 10)]
+    # Alone it takes the whole budget, and never more than it has left.
+    waiting = _waiting([500], read=450)
+    assert [n for _, n in plan_chunks(waiting, 100)] == [50]
+    # A tiny budget still makes progress.
+    waiting = _waiting([500, 400])
+    assert [n for _, n in plan_chunks(waiting, MIN_CHUNK)] == [MIN_CHUNK]
+
+
+def test_a_reply_stopped_while_its_prompt_is_read_ends_cancelled(tiny: dict[str, Path]) -> None:
+    from inference import batching
+
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    scheduler = batching.Scheduler(backend.load(), max_batch=8, mixed=True)
+    scheduler.prefill_tokens = 8  # every prompt read 8 tokens a step
+    outputs: list[list[Any]] = [[], []]
+    cancel = threading.Event()
+    for i, stop in enumerate((threading.Event(), cancel)):
+        scheduler.submit(
+            batching.Request(
+                [{"role": "user", "content": " ".join(PROMPTS)}],
+                GREEDY,
+                stop,
+                outputs[i].append,
+            )
+        )
+    steps = 0
+
+    def after_step() -> None:
+        nonlocal steps
+        steps += 1
+        if steps == 2:
+            assert any(seq.read for seq in scheduler.waiting)  # part-read now
+            cancel.set()
+
+    scheduler.after_step = after_step
+    scheduler.run_until_idle()
+    assert outputs[1][-1].finish_reason == "cancelled" and len(outputs[1]) == 1
+    assert outputs[0][-1].finish_reason in ("stop", "length")
+    assert not scheduler.waiting and not scheduler.seqs
+
+
+def test_requests_arriving_while_prompts_are_part_read_are_all_answered(
+    tiny: dict[str, Path],
+) -> None:
+    """Every prompt read 8 tokens a step, a new request every two steps: each arrives while
+    others are part-read (a request taken then was once lost: it started, and never got an
+    answer), and each gets the reply it gets alone."""
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    alone = [run(backend, p, GREEDY)[0] for p in PROMPTS]
+    texts, most = staggered(backend, PROMPTS, prefill_tokens=8)
+    assert texts == alone and most > 1
