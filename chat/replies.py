@@ -273,6 +273,7 @@ async def _generate(
     cancel = threading.Event()
     state = _ReplyState(job=job, layer=layer)
     started = threading.Event()
+    _running[job.message] = (cancel, state)
 
     def on_start() -> None:  # on the inference thread
         started.set()
@@ -311,6 +312,7 @@ async def _generate(
     finally:
         watcher.cancel()
         tracker.done()
+        _running.pop(job.message, None)
     await beating(job.message, state.drain())
     if result is None:  # pragma: no cover - the runner always ends with a Result
         result = Result(finish_reason="error", error_code="internal", error="no result")
@@ -320,6 +322,16 @@ async def _generate(
             error_code="inference_unavailable",
             error=f"the server is busy: this reply waited {stall:g} s for the model without "
             "starting; please try again in a moment",
+        )
+    elif state.interrupted:
+        result = Result(
+            finish_reason="error",
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            ttft_ms=result.ttft_ms,
+            duration_ms=result.duration_ms,
+            error_code="inference_unavailable",
+            error="the server restarted before this reply finished; the reply so far is kept",
         )
     elif state.stalled:
         result = Result(
@@ -332,6 +344,24 @@ async def _generate(
             error=f"the model made no progress for {stall:g} s",
         )
     await finish(job, layer=layer, text=state.text, result=result)
+
+
+# This process's replies being generated: message id -> (their model's stop signal, state).
+_running: dict[str, tuple[threading.Event, _ReplyState]] = {}
+
+
+def running() -> int:
+    """How many replies this process is generating (a draining worker waits for them)."""
+    return len(_running)
+
+
+def interrupt_all() -> int:
+    """End every reply this process generates now, each with its text so far and an error
+    saying the server restarted (a worker past its drain time); return how many."""
+    for cancel, state in list(_running.values()):
+        state.interrupted = True
+        cancel.set()
+    return len(_running)
 
 
 def flush_interval() -> float:
@@ -357,6 +387,7 @@ class _ReplyState:
         self.last_progress = time.monotonic()
         self.stalled = False
         self.shed = False  # waited too long for a place in the batch: ended as busy
+        self.interrupted = False  # its process stopped past its drain time: ended, text kept
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._ended = asyncio.Event()  # set by drain: a waiting flush goes out at once

@@ -18,16 +18,23 @@ INTERVAL = 2.0
 FRESH = 10.0  # a beat older than this means no worker is there
 
 
-async def beat_forever(backend: Any) -> None:
-    """Every INTERVAL seconds: "a worker is alive", and "its model is loaded" once it is."""
-    while True:
-        try:
-            now = time.time()
-            await cache.aset(ALIVE_KEY, now, int(FRESH * 3))
-            if getattr(backend, "ready", True):
-                await cache.aset(READY_KEY, now, int(FRESH * 3))
-        except Exception as exc:  # the cache (Redis) may be down: keep trying
-            logger.warning("worker heartbeat failed: %s", exc)
+async def beat(backend: Any) -> None:
+    """One beat: "a worker is alive", and "its model is loaded" if it is. Also called the
+    moment the model has loaded, so /readyz says so at once rather than on the next beat."""
+    try:
+        now = time.time()
+        await cache.aset(ALIVE_KEY, now, int(FRESH * 3))
+        if getattr(backend, "ready", True):
+            await cache.aset(READY_KEY, now, int(FRESH * 3))
+    except Exception as exc:  # the cache (Redis) may be down: keep trying
+        logger.warning("worker heartbeat failed: %s", exc)
+
+
+async def beat_forever(backend: Any, *, stop: asyncio.Event | None = None) -> None:
+    """Every INTERVAL seconds, until ``stop`` is set (a draining worker takes no new job, so
+    it no longer says it is there)."""
+    while stop is None or not stop.is_set():
+        await beat(backend)
         await asyncio.sleep(INTERVAL)
 
 

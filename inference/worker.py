@@ -7,13 +7,19 @@ in-memory channel layer, and daphne has no lifespan hook to start it earlier.
 
 Handlers start work and return at once: one consumer instance serves every job of a process,
 so a handler that generated inline would block all others.
+
+On SIGTERM (a deploy) a worker drains: it takes no new job (they stay on the channel for the
+other workers), stops announcing itself, finishes the replies it has for up to
+``STELLARCHAT_DRAIN_SECONDS``, ends any still going with their text kept, and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
+import signal
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +33,9 @@ from stellarchat.consumers import DirectDispatch
 logger = logging.getLogger(__name__)
 
 _tasks: set[asyncio.Task[Any]] = set()
+_replies: set[asyncio.Task[Any]] = set()  # the replies this process generates
 _started: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool] = weakref.WeakKeyDictionary()
+_embedded: list[InferenceWorker] = []  # the web process's own worker (embedded topology)
 
 
 def _keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
@@ -53,10 +61,12 @@ class InferenceConsumer(DirectDispatch, AsyncConsumer):
         except (KeyError, ValueError, TypeError):
             logger.error("dropping malformed inference job: %.200r", message)
             return
-        _keep(asyncio.create_task(run_reply(job, layer=self.channel_layer)))
+        task = _keep(asyncio.create_task(run_reply(job, layer=self.channel_layer)))
+        _replies.add(task)
+        task.add_done_callback(_replies.discard)
 
 
-async def warm_up() -> None:
+async def warm_up(stop: asyncio.Event | None = None) -> None:
     """Load the model on the inference thread now, so the first reply does not pay for it."""
     from inference.backends import get_backend
     from inference.runner import run_on_inference_thread
@@ -69,10 +79,16 @@ async def warm_up() -> None:
         await run_on_inference_thread(load)
     except Exception as exc:  # reported again, per reply, as an error ending
         logger.error("model warm-up failed: %s", exc)
+        return
+    if stop is None or not stop.is_set():
+        from inference.heartbeat import beat
+
+        await beat(backend)  # ready now: /readyz need not wait for the next beat
 
 
-def start_background(layer: Any, *, inference: bool) -> None:
-    """Start this event loop's sweeper (every process) and, if asked, the model warm-up."""
+def start_background(layer: Any, *, inference: bool, stop: asyncio.Event | None = None) -> None:
+    """Start this event loop's sweeper (every process) and, if asked, the model warm-up and
+    the heartbeat (until ``stop``: a draining worker no longer says it is there)."""
     from chat.replies import sweep_forever
 
     _background(sweep_forever(layer))
@@ -80,8 +96,8 @@ def start_background(layer: Any, *, inference: bool) -> None:
         from inference.backends import get_backend
         from inference.heartbeat import beat_forever
 
-        _background(warm_up())
-        _background(beat_forever(get_backend()))
+        _background(warm_up(stop))
+        _background(beat_forever(get_backend(), stop=stop))
 
 
 class InferenceWorker(Worker):
@@ -91,6 +107,10 @@ class InferenceWorker(Worker):
     ends the whole worker on the first connection error.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopping = asyncio.Event()  # set on SIGTERM: take no new job, finish, exit
+
     async def listener(self, channel: str) -> None:
         # Redis answering first, so "listening" in the log means it: an operator (or a test)
         # who starts a second worker can tell when it takes jobs.
@@ -99,7 +119,10 @@ class InferenceWorker(Worker):
             await _retrying(lambda: connection(0).ping())
         logger.info("listening on channel %r", channel)
         while True:
-            message = await _retrying(lambda: self.channel_layer.receive(channel))
+            message = await self._next(channel)
+            if message is None:
+                logger.info("no longer listening on channel %r", channel)
+                return
             if not message.get("type"):
                 logger.error("dropping a message without a type on %s", channel)
                 continue
@@ -107,13 +130,75 @@ class InferenceWorker(Worker):
             queue = self.get_or_create_application_instance(channel, scope)
             await queue.put(message)
 
+    async def _next(self, channel: str) -> dict[str, Any] | None:
+        """The channel's next message, or None once draining began. A message that arrives
+        just as it begins goes back on the channel, for another worker."""
+        receive = asyncio.ensure_future(_retrying(lambda: self.channel_layer.receive(channel)))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not receive.done():
+            receive.cancel()  # the Redis layer keeps a message it was handing over (backup)
+            with contextlib.suppress(asyncio.CancelledError):
+                await receive
+        if receive.cancelled():
+            return None
+        message: dict[str, Any] = receive.result()
+        if self.stopping.is_set():
+            await self.channel_layer.send(channel, message)
+            return None
+        return message
+
+    def drain(self) -> None:
+        """SIGTERM: take no new job and finish the replies in hand (``finish_replies``); a
+        second signal ends them at once."""
+        if self.stopping.is_set():
+            from chat.replies import interrupt_all
+
+            logger.warning("stop signal again: ending %d replies now", interrupt_all())
+            return
+        logger.info(
+            "stopping: taking no new job; finishing %d replies (up to %s s)",
+            len(_replies),
+            settings.STELLARCHAT_DRAIN_SECONDS,
+        )
+        self.stopping.set()
+
     async def handle(self) -> None:
-        start_background(self.channel_layer, inference=True)
+        if not embedded():  # a runworker process: signals are ours (embedded: daphne's)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.drain)
+        start_background(self.channel_layer, inference=True, stop=self.stopping)
         if not embedded():  # a runworker process: it has no /metrics of its own
             from stellarchat.metrics import serve_worker_metrics
 
             serve_worker_metrics()
-        await super().handle()
+        await super().handle()  # returns when the listener stops: draining
+        await finish_replies()
+        logger.info("stopped")
+
+
+async def finish_replies(seconds: float | None = None) -> None:
+    """Wait for this process's replies to end, up to ``seconds`` (STELLARCHAT_DRAIN_SECONDS);
+    past it, end those still going with their text so far, and wait for them to be saved."""
+    from chat.replies import interrupt_all
+
+    seconds = settings.STELLARCHAT_DRAIN_SECONDS if seconds is None else seconds
+    pending = set(_replies)
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=seconds)
+    if pending:
+        logger.warning(
+            "drain time (%s s) is up: ending %d replies, their text kept",
+            seconds,
+            interrupt_all(),
+        )
+        _, pending = await asyncio.wait(pending, timeout=30)
+        if pending:
+            logger.error("%d replies did not end; exiting anyway", len(pending))
 
 
 async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -147,6 +232,23 @@ def ensure_local_services(layer: Any) -> None:
         worker = InferenceWorker(
             application=get_default_application(), channels=["inference"], channel_layer=layer
         )
+        _embedded.append(worker)
         _background(worker.arun())
     else:
         start_background(layer, inference=False)
+
+
+async def drain_embedded() -> None:
+    """The web process is stopping: its own worker (embedded) takes no new job and finishes
+    the replies it has, as a runworker process does on SIGTERM."""
+    if not _embedded:
+        return
+    for worker in _embedded:
+        worker.stopping.set()
+    if _replies:
+        logger.info(
+            "stopping: finishing %d replies (up to %s s; stop again to end them now)",
+            len(_replies),
+            settings.STELLARCHAT_DRAIN_SECONDS,
+        )
+    await finish_replies()

@@ -260,6 +260,7 @@ class Config:
     backend: str
     max_message_chars: int
     stream_timeout: int
+    drain_seconds: int
     test_backend_delay_ms: int
     metrics_token: str
     worker_metrics_port: int | None
@@ -369,6 +370,7 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         backend=backend,
         max_message_chars=env_int(env, "STELLARCHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1),
         stream_timeout=env_int(env, "STELLARCHAT_STREAM_TIMEOUT", 15, minimum=1),
+        drain_seconds=env_int(env, "STELLARCHAT_DRAIN_SECONDS", 30),
         test_backend_delay_ms=env_int(env, "STELLARCHAT_TEST_BACKEND_DELAY_MS", 0),
         metrics_token=env_secret(env, "STELLARCHAT_METRICS_TOKEN"),
         worker_metrics_port=env_port(env, "STELLARCHAT_WORKER_METRICS_PORT"),

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "servestatic",  # its configuration checks (without it, DEBUG warns at every start)
     "django_htmx",
     "template_partials",
     "csp",
@@ -226,6 +227,7 @@ LOGGING = {
 STELLARCHAT_BACKEND = CONFIG.backend
 STELLARCHAT_MAX_MESSAGE_CHARS = CONFIG.max_message_chars
 STELLARCHAT_STREAM_TIMEOUT = CONFIG.stream_timeout
+STELLARCHAT_DRAIN_SECONDS = CONFIG.drain_seconds
 STELLARCHAT_TEST_BACKEND_DELAY_MS = CONFIG.test_backend_delay_ms
 STELLARCHAT_MODEL = CONFIG.model
 STELLARCHAT_ALLOW_SIGNUP = CONFIG.allow_signup

@@ -1,6 +1,6 @@
 """What daphne's WebSocket side lacks, added once per web process (``install``, from asgi.py).
 
-daphne (4.2.3) hands every WebSocket to autobahn over Twisted. Six gaps matter to a shared
+daphne (4.2.3) hands every WebSocket to autobahn over Twisted. Seven gaps matter to a shared
 server, and each is closed here on daphne's protocol class, where the socket's bytes are:
 
 1. **Frames per socket** (``STELLARCHAT_WS_FRAMES_PER_SECOND``, bursts of
@@ -34,6 +34,11 @@ server, and each is closed here on daphne's protocol class, where the socket's b
    every refused handshake with 403; with the extension advertised in the scope, an
    application can refuse with another status (429 for too many handshakes). The body is not
    sent: autobahn's refusal has the status line only.
+7. **Stopping (SIGTERM, Ctrl-C).** daphne cut every socket (the page saw 1006). Now the
+   process stops listening, lets the replies of its own in-process worker finish (the
+   embedded topology; up to ``STELLARCHAT_DRAIN_SECONDS``), then closes every socket with
+   1012 (service restart), which the page reconnects on: behind a proxy, to the process that
+   is up. A second signal stops at once.
 
 Tested against the pinned daphne/autobahn/Twisted (tests/reliability/test_abuse_live.py): a
 version bump that moves these internals fails there, not in production.
@@ -41,10 +46,12 @@ version bump that moves these internals fails there, not in production.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import pprint
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +63,8 @@ logger = logging.getLogger(__name__)
 # Close codes an endpoint may send besides 1000 (RFC 6455 7.4.1, IANA's 1012-1014).
 SERVER_CLOSE_CODES = frozenset({1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 CLOSE_POLICY = 1008
+CLOSE_RESTART = 1012
+CLOSE_WAIT = 2.0  # seconds a stopping process waits for its sockets' closing handshakes
 PAUSE = 0.5  # seconds a socket over its frame limit is not read
 
 
@@ -268,6 +277,7 @@ def install(
     original_reply = WebSocketProtocol.handle_reply
     original_create = Server.create_application
     original_build = HTTPFactory.buildProtocol
+    original_kill = Server.kill_all_applications
 
     def buildProtocol(self: Any, addr: Any) -> Any:  # noqa: N802
         if _dropping and dropping(str(getattr(addr, "host", ""))):
@@ -385,6 +395,14 @@ def install(
             scope.setdefault("extensions", {})["websocket.http.response"] = {}
         return original_create(self, protocol, scope)
 
+    def kill_all_applications(self: Any) -> Any:
+        from twisted.internet import defer
+
+        return defer.Deferred.fromFuture(asyncio.ensure_future(stop_gracefully(self))).addBoth(
+            lambda _: original_kill(self)
+        )
+
+    Server.kill_all_applications = kill_all_applications
     WebSocketProtocol.onConnect = onConnect
     WebSocketProtocol.onMessage = onMessage
     WebSocketProtocol.serverSend = serverSend
@@ -392,3 +410,38 @@ def install(
     WebSocketProtocol.handle_reply = handle_reply
     Server.create_application = create_application
     HTTPFactory.buildProtocol = buildProtocol
+
+
+async def stop_gracefully(server: Any) -> None:
+    """daphne is stopping (its reactor's "before shutdown"): stop listening, let the embedded
+    worker's replies finish, close every WebSocket with 1012, and wait briefly for the closing
+    handshakes. Whatever fails here, daphne's own shutdown follows."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    from inference import worker
+
+    def at_once(*_: Any) -> None:  # a second signal: end the replies now, their text kept
+        from chat.replies import interrupt_all
+
+        logger.warning("stop signal again: ending %d replies now", interrupt_all())
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, at_once)
+    try:
+        for listening in list(getattr(server, "listeners", [])):
+            listening.addCallback(lambda port: port.stopListening())
+        await worker.drain_embedded()
+        sockets = [
+            p
+            for p in list(server.connections)
+            if isinstance(p, WebSocketProtocol) and p.state == p.STATE_OPEN
+        ]
+        if sockets:
+            logger.info("stopping: closing %d sockets with %d", len(sockets), CLOSE_RESTART)
+        for protocol in sockets:
+            protocol.sendCloseFrame(code=CLOSE_RESTART, reasonUtf8=b"restarting", isReply=False)
+        deadline = time.monotonic() + CLOSE_WAIT
+        while time.monotonic() < deadline and any(p.state != p.STATE_CLOSED for p in sockets):
+            await asyncio.sleep(0.05)
+    except Exception:
+        logger.exception("stopping gracefully failed; stopping now")

@@ -97,3 +97,43 @@ def test_readiness_follows_the_worker_in_production_shape(tmp_path: Any) -> None
                 assert "worker" in body["missing"]
             with livedaphne.worker(env):
                 poll(url, 200, 30)  # a restarted worker: ready again, no web restart
+
+
+@pytest.mark.asyncio
+async def test_a_model_that_just_loaded_is_ready_at_once(monkeypatch: Any) -> None:
+    """The worker's warm-up announces the loaded model itself: /readyz's check turns true the
+    moment the load ends, not on the heartbeat after (up to INTERVAL later)."""
+    from django.core.cache import cache
+
+    from inference import backends, heartbeat, worker
+
+    class Slow:
+        ready = False
+
+        def load(self) -> None:
+            time.sleep(0.2)
+            self.ready = True
+
+    await cache.adelete_many([heartbeat.ALIVE_KEY, heartbeat.READY_KEY])
+    monkeypatch.setattr(backends, "get_backend", lambda: Slow())
+    assert await heartbeat.status() == {"worker": False, "model": False}
+    await worker.warm_up()  # no beat_forever running: only the warm-up beats
+    assert await heartbeat.status() == {"worker": True, "model": True}
+
+
+@pytest.mark.asyncio
+async def test_a_model_that_failed_to_load_is_not_announced(monkeypatch: Any) -> None:
+    from django.core.cache import cache
+
+    from inference import backends, heartbeat, worker
+
+    class Broken:
+        ready = False
+
+        def load(self) -> None:
+            raise RuntimeError("no such model")
+
+    await cache.adelete_many([heartbeat.ALIVE_KEY, heartbeat.READY_KEY])
+    monkeypatch.setattr(backends, "get_backend", lambda: Broken())
+    await worker.warm_up()
+    assert await heartbeat.status() == {"worker": False, "model": False}

@@ -25,46 +25,55 @@ def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
     return jar
 
 
-def signup(base: str, username: str, password: str = "a-long-and-fine-passphrase") -> str:
-    """Sign up through the real form; return the Cookie header of the new session.
+def post_form(base: str, path: str, fields: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """GET the form at ``path``, POST ``fields`` with its CSRF token: (status, cookies).
 
     Cookies are handled by hand so this works with DEBUG off too (Secure cookies over the
     loopback's plain HTTP, which a browser-like cookie jar would refuse to send back).
     """
     parts = urllib.parse.urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    conn.request("GET", "/accounts/signup/")
-    page = conn.getresponse()
-    jar = _cookies(page)
-    html = page.read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
-    assert token, html[:500]
-    body = urllib.parse.urlencode(
-        {
-            "csrfmiddlewaretoken": token.group(1),
-            "username": username,
-            "password1": password,
-            "password2": password,
-        }
-    )
-    conn.request(
-        "POST",
-        "/accounts/signup/",
-        body=body,
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Cookie": "; ".join(f"{k}={v}" for k, v in jar.items()),
-            "Origin": base,
-            "Referer": base + "/accounts/signup/",
-        },
-    )
-    done = conn.getresponse()
-    done.read()
-    assert done.status == 302, done.status
+    try:
+        conn.request("GET", path)
+        page = conn.getresponse()
+        jar = _cookies(page)
+        html = page.read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+        assert token, html[:500]
+        body = urllib.parse.urlencode({"csrfmiddlewaretoken": token.group(1), **fields})
+        conn.request(
+            "POST",
+            path,
+            body=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": "; ".join(f"{k}={v}" for k, v in jar.items()),
+                "Origin": base,
+                "Referer": base + path,
+            },
+        )
+        done = conn.getresponse()
+        done.read()
+    finally:
+        conn.close()
     jar.update(_cookies(done))
+    return done.status, jar
+
+
+def signup(base: str, username: str, password: str = "a-long-and-fine-passphrase") -> str:
+    """Sign up through the real form; return the Cookie header of the new session."""
+    fields = {"username": username, "password1": password, "password2": password}
+    status, jar = post_form(base, "/accounts/signup/", fields)
+    assert status == 302, status
     assert "sessionid" in jar
-    conn.close()
     return "; ".join(f"{k}={v}" for k, v in jar.items())
+
+
+def login(base: str, username: str, password: str = "a-long-and-fine-passphrase") -> str | None:
+    """Log in through the real form: the session's Cookie header, or None when refused."""
+    fields = {"username": username, "password": password}
+    status, jar = post_form(base, "/accounts/login/", fields)
+    return "; ".join(f"{k}={v}" for k, v in jar.items()) if status == 302 else None
 
 
 def get(base: str, path: str, cookie: str) -> tuple[int, str]:
