@@ -31,6 +31,14 @@ every process (/proc/PID/status) at the end of warm-up (every person has had one
 the end. The last line printed is a one-line JSON summary. Exit status: 0 when nothing was
 lost and no unexpected error happened, 1 otherwise, 2 when the run itself failed.
 
+``--rolling-restart S``: S seconds into the chatting, a deploy's rolling restart, one process
+at a time and a new one up before the old one stops: each web process (a new daphne on a new
+port takes the old one's place in the list people connect to, as a proxy's upstreams would;
+then SIGTERM to the old one, whose sockets close with 1012 and whose people reconnect), then
+the worker (a new one, its model loaded; then SIGTERM to the old one, which finishes its
+replies and exits). Every stopped process must exit by itself with status 0; reconnections
+after 1012 are counted as expected; everything else (an error frame, a lost turn) fails the run.
+
 Self-stopping: a hard deadline (``--hard-deadline``, SIGALRM) and SIGTERM/Ctrl-C both unwind
 through the same cleanup, which stops every process this command started and drops its
 database. Only SIGKILL skips it; a caller that may SIGKILL should start this command in its own
@@ -41,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import os
 import random
@@ -51,7 +58,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -62,8 +68,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e import livedaphne  # noqa: E402
-from tests.e2e.wsclient import LiveSocket, _cookies  # noqa: E402
+from websockets.exceptions import InvalidStatus  # noqa: E402
+
+from tests.e2e import livedaphne, wsclient  # noqa: E402
+from tests.e2e.wsclient import LiveSocket  # noqa: E402
 
 SECRET = "load-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 PASSWORD = "load-test-passphrase-0123"
@@ -149,38 +157,11 @@ def create_users(env: dict[str, str], count: int) -> None:
 
 
 def login(base: str, username: str) -> str:
-    """Log in through the real form; return the Cookie header of the session.
-
-    Cookies by hand: with DEBUG off they are Secure, which a cookie jar would not send back
-    over the loopback's plain HTTP.
-    """
-    parts = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        conn.request("GET", "/accounts/login/")
-        page = conn.getresponse()
-        jar = _cookies(page)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.read().decode())
-        if not token:
-            raise RuntimeError(f"login page without a CSRF token (HTTP {page.status})")
-        body = urllib.parse.urlencode(
-            {"csrfmiddlewaretoken": token.group(1), "username": username, "password": PASSWORD}
-        )
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Cookie": "; ".join(f"{k}={v}" for k, v in jar.items()),
-            "Origin": base,
-            "Referer": base + "/accounts/login/",
-        }
-        conn.request("POST", "/accounts/login/", body=body, headers=headers)
-        done = conn.getresponse()
-        done.read()
-        jar.update(_cookies(done))
-        if done.status != 302 or "sessionid" not in jar:
-            raise RuntimeError(f"login of {username} answered HTTP {done.status}")
-        return "; ".join(f"{k}={v}" for k, v in jar.items())
-    finally:
-        conn.close()
+    """Log in through the real form; return the Cookie header of the session."""
+    cookie = wsclient.login(base, username, PASSWORD, timeout=60)
+    if cookie is None:
+        raise RuntimeError(f"login of {username} was refused")
+    return cookie
 
 
 # --- simulated people ---------------------------------------------------------------------
@@ -307,12 +288,32 @@ class Person:
         )
 
     async def connect(self) -> None:
+        """A socket to this person's web process, retried (as the page does) while none
+        answers: one stopping for a restart refuses connections until its successor is in
+        the list (the bench plays the proxy)."""
         # Each person from an address of their own (all of 127.0.0.0/8 is this machine), as
         # people are: the server counts handshakes per client address.
         address = f"127.1.{self.index // 250}.{self.index % 250 + 1}"
-        self.ws = await LiveSocket.open(
-            self.plan.servers[self.server], self.cookie, local_addr=(address, 0)
-        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            try:
+                self.ws = await LiveSocket.open(
+                    self.plan.servers[self.server], self.cookie, local_addr=(address, 0)
+                )
+                return
+            except (OSError, TimeoutError, InvalidStatus):
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(self.rng.uniform(0.2, 0.6))
+
+    def restarted(self, code: int | None) -> bool:
+        """Whether a close is a web process stopping for a restart (1012): expected, and the
+        person reconnects, as the page does."""
+        if code == 1012:
+            self.stats.expected["reconnected_after_1012"] += 1
+            return True
+        return False
 
     async def hop(self, turn: Turn) -> None:
         """Reconnect to the other web process and follow the conversation from there."""
@@ -326,6 +327,11 @@ class Person:
 
     async def converse(self, turn: Turn) -> None:
         assert self.ws is not None
+        if self.ws.close_code is not None:  # closed while this person was thinking
+            if not self.restarted(self.ws.close_code):
+                self.stats.error("socket_closed", turn, f"closed {self.ws.close_code} meanwhile")
+            await self.connect()
+            assert self.ws is not None
         loop = asyncio.get_running_loop()
         frame: dict[str, Any] = {
             "type": "chat.send",
@@ -359,7 +365,17 @@ class Person:
             except TimeoutError:
                 continue
             except Exception as exc:  # the socket dropped: come back and follow the reply
-                self.stats.error("socket_closed", turn, repr(exc))
+                restart = self.restarted(self.ws.close_code)
+                if not restart:
+                    self.stats.error("socket_closed", turn, repr(exc))
+                if restart and turn.user_message is None:
+                    # A stopping web process acknowledges every frame it took before it
+                    # closes (docs/websocket-api.md, 1012): this one it did not take.
+                    await self.hop(turn)
+                    assert self.ws is not None
+                    await self.ws.send(frame)
+                    self.stats.expected["resent_after_1012"] += 1
+                    continue
                 if turn.conversation is None:
                     return
                 await self.hop(turn)
@@ -538,9 +554,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def simulate(
-    args: argparse.Namespace, plan: Plan, stats: Stats, warm: Any
+    args: argparse.Namespace, plan: Plan, stats: Stats, warm: Any, restart: Any = None
 ) -> dict[str, float]:
-    """Run every person; call ``warm()`` once each has had a reply (the end of warm-up)."""
+    """Run every person; call ``warm()`` once each has had a reply (the end of warm-up), and
+    ``restart()`` (on a thread) ``--rolling-restart`` seconds into the chatting."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     until = started + args.seconds
@@ -548,6 +565,13 @@ async def simulate(
     people = [Person(i, plan, stats, random.Random(rng.random())) for i in range(args.users)]
     logins = asyncio.Semaphore(args.login_concurrency)
     tasks = [asyncio.create_task(p.run(until, logins)) for p in people]
+    if restart is not None:
+
+        async def later() -> None:
+            await asyncio.sleep(args.rolling_restart)
+            await asyncio.to_thread(restart)
+
+        tasks.append(asyncio.create_task(later()))
     warm_at = None
     while not all(t.done() for t in tasks):
         if warm_at is None and len(stats.first_reply) >= args.users:
@@ -583,7 +607,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         servers = [
             stack.enter_context(livedaphne.daphne(env, run_migrations=False)) for _ in range(2)
         ]
-        inference = stack.enter_context(livedaphne.worker(env))
+        workers = [stack.enter_context(livedaphne.worker(env))]
+        inference = workers[0]
         procs = {s.service.name: s.service.pid for s in servers}
         procs.update({"worker": inference.pid, "redis": redis_svc.pid})
         db_name = db_url.rsplit("/", 1)[1]
@@ -612,13 +637,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             mem_warm.update(memory(procs, db_name))
             print(f"warm-up over ({len(stats.turns)} turns sent so far)", flush=True)
 
-        times = asyncio.run(simulate(args, plan, stats, warm))
+        restarts: list[str] = []
+
+        def restart() -> None:
+            rolling_restart(args, env, stack, plan, servers, workers, procs, stats, restarts)
+
+        plan_restart = restart if args.rolling_restart else None
+        times = asyncio.run(simulate(args, plan, stats, warm, plan_restart))
+        inference = workers[0]
         mem_end = memory(procs, db_name)
         checked = audit(db_url, stats.turns, settle=args.reply_timeout)
         cookie = login(plan.servers[0], "load0")
         probes = asyncio.run(probe(plan.servers, cookie, args.backend))
         health = healthy(servers, {"worker": inference, "redis": redis_svc})
         summary = report(args, stats, times, checked, mem_warm, mem_end, probes, health, load_start)
+        summary["restarts"] = restarts
         if not summary["ok"]:  # the servers' side of what went wrong
             for svc in [*(s.service for s in servers), inference]:
                 notable = [
@@ -630,6 +663,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"--- {svc.name} log (warnings) ---", *notable[-80:], sep="\n", file=sys.stderr
                 )
     return summary
+
+
+def rolling_restart(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    stack: ExitStack,
+    plan: Plan,
+    servers: list[livedaphne.Server],
+    workers: list[livedaphne.Service],
+    procs: dict[str, int],
+    stats: Stats,
+    done: list[str],
+) -> None:
+    """Each web process, then the worker, in turn: a new one up beside it, then SIGTERM to the
+    old one, which must exit by itself (a worker once its replies are done, within the drain
+    time). The bench plays the proxy: a new web process replaces the old one's place in the
+    list people connect to before the old one stops."""
+
+    def stop(svc: livedaphne.Service, limit: float) -> str:
+        began = time.monotonic()
+        svc.proc.send_signal(signal.SIGTERM)
+        try:
+            code = svc.proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            svc.proc.kill()
+            svc.proc.wait(timeout=10)
+            stats.error("restart_stuck", None, f"{svc.name} did not exit within {limit} s")
+            return "killed"
+        if code != 0:
+            stats.error("restart_exit", None, f"{svc.name} exited {code}: {svc.output()[-500:]}")
+        return f"exited {code} after {time.monotonic() - began:.1f} s"
+
+    for i, old in enumerate(list(servers)):
+        new = stack.enter_context(livedaphne.daphne(env, run_migrations=False))
+        servers[i], plan.servers[i] = new, new.url
+        procs.pop(old.service.name, None)
+        procs[new.service.name] = new.service.pid
+        done.append(f"web {old.url} -> {new.url}: old {stop(old.service, 30)}")
+        print(done[-1], flush=True)
+    old_worker = workers[0]
+    new_worker = stack.enter_context(livedaphne.worker({**env, "DJANGO_LOG_LEVEL": "info"}))
+    if args.backend == "transformers":  # up once its model is loaded (warm-up, at start)
+        livedaphne.wait_log(new_worker, " loaded ", timeout=180)
+    workers[0] = new_worker
+    procs["worker"] = new_worker.pid
+    drain = float(env.get("STELLARCHAT_DRAIN_SECONDS", 30))
+    done.append(f"worker {old_worker.pid} -> {new_worker.pid}: old {stop(old_worker, drain + 30)}")
+    print(done[-1], flush=True)
 
 
 def report(
@@ -750,6 +831,8 @@ def show(summary: dict[str, Any]) -> None:
         )
     print(f"PostgreSQL connections open: {s['postgres_connections']}")
     print(f"healthy at the end: {s['healthy']}; probe replies: {s['probes']}")
+    if s.get("restarts"):
+        print("rolling restart:", *s["restarts"], sep="\n  ")
     print(f"verdict: {'OK' if s['ok'] else 'FAILED'}")
     print(json.dumps(summary, separators=(",", ":")), flush=True)  # last line: for programs
 
@@ -772,6 +855,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--hard-deadline", type=float, default=None, help="s; default seconds * 1.5 + 240"
+    )
+    parser.add_argument(
+        "--rolling-restart",
+        type=float,
+        default=0.0,
+        help="s into the chatting: restart each web process, then the worker (0: never)",
     )
     args = parser.parse_args()
     hard = args.hard_deadline or args.seconds * 1.5 + 240

@@ -36,6 +36,15 @@ def is_broker_outage(exc: BaseException) -> bool:
     )
 
 
+# Frames this process's sockets are handling right now: a stopping web process waits for
+# them to be answered before it closes its sockets (stellarchat.wsserver.stop_gracefully).
+_in_hand = 0
+
+
+def frames_in_hand() -> int:
+    return _in_hand
+
+
 class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -94,6 +103,14 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(oldest, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        global _in_hand
+        _in_hand += 1
+        try:
+            await self._receive(text_data)
+        finally:
+            _in_hand -= 1
+
+    async def _receive(self, text_data: str | None) -> None:
         logs.request_id.set(logs.new_request_id())  # one id per frame, carried into its job
         client_id = None
         if self.api_key is not None and not await key_still_active(self.api_key.pk):

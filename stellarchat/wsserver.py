@@ -64,7 +64,8 @@ logger = logging.getLogger(__name__)
 SERVER_CLOSE_CODES = frozenset({1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 CLOSE_POLICY = 1008
 CLOSE_RESTART = 1012
-CLOSE_WAIT = 2.0  # seconds a stopping process waits for its sockets' closing handshakes
+CLOSE_WAIT = 2.0  # seconds a stopping process waits for each step of closing its sockets
+SETTLE = 0.3  # ... and for the answers to the frames it took to come back through the layer
 PAUSE = 0.5  # seconds a socket over its frame limit is not read
 
 
@@ -306,6 +307,9 @@ def install(
         return original_connect(self, request)
 
     def onMessage(self: Any, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+        if self.__dict__.get("_stopping"):
+            return  # read after this process began closing the socket: never handled, never
+            # acknowledged (autobahn still hands over frames once a close is sent)
         if _limits.frames_per_second and not self.muted:
             bucket = self.__dict__.get("_frames")
             if bucket is None:
@@ -418,6 +422,7 @@ async def stop_gracefully(server: Any) -> None:
     handshakes. Whatever fails here, daphne's own shutdown follows."""
     from daphne.ws_protocol import WebSocketProtocol
 
+    from chat.consumers import frames_in_hand
     from inference import worker
 
     def at_once(*_: Any) -> None:  # a second signal: end the replies now, their text kept
@@ -436,12 +441,32 @@ async def stop_gracefully(server: Any) -> None:
             for p in list(server.connections)
             if isinstance(p, WebSocketProtocol) and p.state == p.STATE_OPEN
         ]
+        # Take no more frames, and let the ones taken be answered (a chat.send's message.saved
+        # comes back through the channel layer): a frame this process took is then always
+        # acknowledged before its socket closes, so a client may send again whatever was not.
+        for protocol in sockets:
+            protocol._stopping = True
+        await _until(lambda: frames_in_hand() == 0, CLOSE_WAIT)
+        await asyncio.sleep(SETTLE)
         if sockets:
             logger.info("stopping: closing %d sockets with %d", len(sockets), CLOSE_RESTART)
         for protocol in sockets:
             protocol.sendCloseFrame(code=CLOSE_RESTART, reasonUtf8=b"restarting", isReply=False)
-        deadline = time.monotonic() + CLOSE_WAIT
-        while time.monotonic() < deadline and any(p.state != p.STATE_CLOSED for p in sockets):
-            await asyncio.sleep(0.05)
+        await _until(lambda: all(p.state == p.STATE_CLOSED for p in sockets), CLOSE_WAIT)
+        # The sockets' application instances end once they have handled the disconnect;
+        # daphne cancels whatever is left after this, which no longer cuts a frame's work.
+        instances = [
+            details.get("application_instance")
+            for protocol, details in list(server.connections.items())
+            if isinstance(protocol, WebSocketProtocol)
+        ]
+        await _until(lambda: all(i is None or i.done() for i in instances), CLOSE_WAIT)
     except Exception:
         logger.exception("stopping gracefully failed; stopping now")
+
+
+async def _until(done: Callable[[], bool], seconds: float) -> None:
+    """Wait until ``done()`` or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)

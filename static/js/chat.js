@@ -27,6 +27,7 @@
   let streaming = null; // id of the reply streaming in this conversation
   const pending = new Map(); // client_id -> text typed (restored if the server refuses it)
   let seq = 0;
+  let lastClose = 0; // the code the socket last closed with (1012: resend what was not saved)
 
   // --- helpers --------------------------------------------------------------------------
   const nearBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
@@ -174,9 +175,18 @@
     if (errorBox.textContent === t("tooManySockets")) showError("");
     // (Re)connected: catch up with anything streaming in this conversation.
     if (conversation) send({ type: "chat.subscribe", conversation: conversation });
+    if (lastClose === 1012) {
+      // A restarting server acknowledges every frame it took before closing with 1012:
+      // a message it did not acknowledge never arrived, so it goes again.
+      pending.forEach((content, clientId) => {
+        send({ type: "chat.send", conversation: conversation, content: content, client_id: clientId });
+      });
+    }
+    lastClose = 0;
   });
   app.addEventListener("htmx:wsClose", (e) => {
     const code = e.detail.event && e.detail.event.code;
+    lastClose = code;
     if (code === 4429) {
       // The person has the most sockets the server allows open elsewhere: say so, and try
       // again slowly (a fast retry would only spend this address's handshakes).

@@ -25,14 +25,16 @@ def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
     return jar
 
 
-def post_form(base: str, path: str, fields: dict[str, str]) -> tuple[int, dict[str, str]]:
+def post_form(
+    base: str, path: str, fields: dict[str, str], *, timeout: float = 30
+) -> tuple[int, dict[str, str]]:
     """GET the form at ``path``, POST ``fields`` with its CSRF token: (status, cookies).
 
     Cookies are handled by hand so this works with DEBUG off too (Secure cookies over the
     loopback's plain HTTP, which a browser-like cookie jar would refuse to send back).
     """
     parts = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         conn.request("GET", path)
         page = conn.getresponse()
@@ -69,10 +71,12 @@ def signup(base: str, username: str, password: str = "a-long-and-fine-passphrase
     return "; ".join(f"{k}={v}" for k, v in jar.items())
 
 
-def login(base: str, username: str, password: str = "a-long-and-fine-passphrase") -> str | None:
+def login(
+    base: str, username: str, password: str = "a-long-and-fine-passphrase", *, timeout: float = 30
+) -> str | None:
     """Log in through the real form: the session's Cookie header, or None when refused."""
     fields = {"username": username, "password": password}
-    status, jar = post_form(base, "/accounts/login/", fields)
+    status, jar = post_form(base, "/accounts/login/", fields, timeout=timeout)
     return "; ".join(f"{k}={v}" for k, v in jar.items()) if status == 302 else None
 
 
@@ -143,3 +147,8 @@ class LiveSocket:
 
     async def close(self) -> None:
         await self.ws.close()
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the socket was closed with (None while it is open)."""
+        return self.ws.close_code  # type: ignore[no-any-return]

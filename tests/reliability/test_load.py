@@ -81,6 +81,35 @@ def test_fifty_people_chatting_for_a_minute_lose_nothing() -> None:
     assert set(summary["db_assistant"]) <= {"complete", "cancelled", "failed"}, context
 
 
+@pytest.mark.slow
+def test_a_rolling_restart_under_load_loses_nothing_and_shows_nobody_an_error() -> None:
+    """Each web process and then the worker replaced (a new one up before the old one gets
+    SIGTERM) while 30 people chat with the bundled model: every old process exits by itself
+    with 0, people whose socket closed with 1012 reconnect, and nothing is lost or shown as
+    an error."""
+    services.require("PostgreSQL", services.postgres_available())
+    services.require("redis-server", shutil.which("redis-server") is not None)
+
+    code, summary, log = run_load(
+        *("--users", "30", "--seconds", "45", "--think", "3", "--max-new-tokens", "32"),
+        *("--rolling-restart", "12"),
+        timeout=480,
+    )
+
+    context = f"{json.dumps(summary, indent=1)}\n{log[-6000:]}"
+    assert summary["lost_turns"] == 0, context
+    assert summary["errors_unexpected"] == {}, context
+    assert summary["streaming_left"] == 0, context
+    restarts = summary["restarts"]
+    assert len(restarts) == 3 and all("old exited 0" in r for r in restarts), context
+    assert [r.split()[0] for r in restarts] == ["web", "web", "worker"], context
+    assert summary["errors_expected"].get("reconnected_after_1012", 0) > 0, context
+    assert set(summary["probes"].values()) == {"stop"}, context  # the new processes serve
+    assert all(summary["healthy"].values()), context
+    assert code == 0, context
+    assert set(summary["db_assistant"]) <= {"complete", "cancelled"}, context  # no "failed"
+
+
 RACE = """
 import sys, threading
 import django
