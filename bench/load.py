@@ -57,6 +57,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -509,6 +510,85 @@ def memory(procs: dict[str, int], db_name: str) -> dict[str, float | None]:
     return found
 
 
+def sample_memory(
+    every: float,
+    procs: dict[str, int],
+    db_name: str,
+    stats: Stats,
+    samples: list[dict[str, Any]],
+    stop: threading.Event,
+) -> None:
+    """Every ``every`` seconds until ``stop``: each process's RSS (MB) and the load since the
+    last sample (replies finished a minute), for the soak's chart."""
+    began = time.monotonic()
+    replies = 0
+    while not stop.wait(every):
+        done = sum(1 for t in stats.turns if t.finish)
+        try:
+            mem = memory(dict(procs), db_name)
+        except Exception as exc:  # a process between restarts, the database busy: next time
+            print(f"memory sample skipped: {exc!r}", file=sys.stderr, flush=True)
+            continue
+        samples.append(
+            {
+                "t_s": round(time.monotonic() - began, 1),
+                "replies_per_min": round((done - replies) * 60 / every, 1),
+                "rss_mb": {
+                    k: round(v / MB, 1) for k, v in mem.items() if v and k != "postgres connections"
+                },
+                "postgres_connections": mem.get("postgres connections"),
+            }
+        )
+        replies = done
+
+
+def growth_after(samples: list[dict[str, Any]], start_s: float) -> dict[str, dict[str, float]]:
+    """Per process: RSS at the first sample from ``start_s`` on, the highest after it, and
+    that growth in percent (the soak's goal: under 5 % after the first 10 minutes)."""
+    later = [s for s in samples if s["t_s"] >= start_s] or samples[-1:]
+    out: dict[str, dict[str, float]] = {}
+    for name, first in later[0]["rss_mb"].items():
+        peak = max(s["rss_mb"].get(name, 0.0) for s in later)
+        out[name] = {
+            "from_mb": first,
+            "peak_mb": peak,
+            "growth_pct": round(100 * (peak - first) / first, 1) if first else 0.0,
+        }
+    return out
+
+
+def draw(samples: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Every process's RSS against time, the load (replies a minute) beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [s["t_s"] / 60 for s in samples]
+    names = sorted({n for s in samples for n in s["rss_mb"]})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, height_ratios=[3, 1])
+    for name in names:
+        top.plot(minutes, [s["rss_mb"].get(name) for s in samples], marker=".", label=name)
+    top.set_ylabel("RSS (MB)")
+    top.set_title(f"bench/load.py: memory of every process ({title})")
+    top.legend(fontsize=8, loc="upper left")
+    top.grid(alpha=0.3)
+    step = minutes[1] - minutes[0] if len(minutes) > 1 else 1.0  # each bar: the interval before
+    bottom.bar(
+        [m - step / 2 for m in minutes],
+        [s["replies_per_min"] for s in samples],
+        width=0.8 * step,
+        color="grey",
+    )
+    bottom.set_ylabel("replies / min")
+    bottom.set_xlabel("minutes into the run")
+    bottom.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def healthy(
     servers: list[livedaphne.Server], others: dict[str, livedaphne.Service]
 ) -> dict[str, bool]:
@@ -643,7 +723,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rolling_restart(args, env, stack, plan, servers, workers, procs, stats, restarts)
 
         plan_restart = restart if args.rolling_restart else None
-        times = asyncio.run(simulate(args, plan, stats, warm, plan_restart))
+        samples: list[dict[str, Any]] = []
+        sampling = threading.Event()
+        sampler = threading.Thread(
+            target=sample_memory,
+            args=(args.sample_every, procs, db_name, stats, samples, sampling),
+            daemon=True,
+        )
+        if args.sample_every:
+            sampler.start()
+        try:
+            times = asyncio.run(simulate(args, plan, stats, warm, plan_restart))
+        finally:
+            sampling.set()
+        if sampler.is_alive():
+            sampler.join(timeout=30)
         inference = workers[0]
         mem_end = memory(procs, db_name)
         checked = audit(db_url, stats.turns, settle=args.reply_timeout)
@@ -652,6 +746,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         health = healthy(servers, {"worker": inference, "redis": redis_svc})
         summary = report(args, stats, times, checked, mem_warm, mem_end, probes, health, load_start)
         summary["restarts"] = restarts
+        summary["samples"] = samples
+        if samples:
+            summary["memory_after_10_min"] = growth_after(samples, 600.0)
+        if args.plot and samples:
+            draw(samples, Path(args.plot), f"{args.users} people, {args.backend} backend")
+            print(f"plot: {args.plot}", flush=True)
         if not summary["ok"]:  # the servers' side of what went wrong
             for svc in [*(s.service for s in servers), inference]:
                 notable = [
@@ -831,6 +931,10 @@ def show(summary: dict[str, Any]) -> None:
         )
     print(f"PostgreSQL connections open: {s['postgres_connections']}")
     print(f"healthy at the end: {s['healthy']}; probe replies: {s['probes']}")
+    if s.get("memory_after_10_min"):
+        print("memory from the first sample at 10 min on (MB): first, peak, growth")
+        for name, row in s["memory_after_10_min"].items():
+            print(f"  {name:<20} {row['from_mb']:>8} {row['peak_mb']:>8} {row['growth_pct']:>6} %")
     if s.get("restarts"):
         print("rolling restart:", *s["restarts"], sep="\n  ")
     print(f"verdict: {'OK' if s['ok'] else 'FAILED'}")
@@ -856,6 +960,10 @@ def main() -> None:
     parser.add_argument(
         "--hard-deadline", type=float, default=None, help="s; default seconds * 1.5 + 240"
     )
+    parser.add_argument(
+        "--sample-every", type=float, default=60.0, help="s between memory samples (0: none)"
+    )
+    parser.add_argument("--plot", default="", help="PNG of the memory samples and the load")
     parser.add_argument(
         "--rolling-restart",
         type=float,

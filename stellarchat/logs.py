@@ -47,6 +47,15 @@ def log_sometimes(logger: logging.Logger, who: str, message: str, *args: Any) ->
     logger.warning(message, *args)
 
 
+class StartupNoise(logging.Filter):
+    """Drops daphne's start-up line about HTTP/2: it asks for Twisted's TLS extras, which a
+    server behind a TLS-terminating proxy (or on loopback) has no use for, and a newcomer
+    reading `make run`'s output cannot tell it needs no action."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("HTTP/2 support not enabled")
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()

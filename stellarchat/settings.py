@@ -206,7 +206,10 @@ STELLARCHAT_TRUSTED_PROXIES = CONFIG.trusted_proxies
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "stellarchat.logs.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "stellarchat.logs.RequestIdFilter"},
+        "startup_noise": {"()": "stellarchat.logs.StartupNoise"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {"()": "stellarchat.logs.JsonFormatter"},
@@ -220,7 +223,11 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
     # httpx logs every request at INFO: one line per remote reply is noise.
-    "loggers": {"django.channels.server": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "daphne.server": {"filters": ["startup_noise"]},
+    },
 }
 
 # --- StellarChat -------------------------------------------------------------------------

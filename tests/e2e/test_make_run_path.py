@@ -56,5 +56,12 @@ def test_a_new_user_signs_up_and_reaches_chat(tmp_path: Path) -> None:
         page = response.read().decode()
         assert "stella" in page
         assert 'name="content"' in page
+        # What the newcomer reads in the terminal: nothing asking for action they cannot
+        # take (servestatic's "checks are disabled", daphne's "install the http2 extras").
+        log = server.service.output()
+        assert "Listening on TCP address" in log
+        for line in log.splitlines():
+            assert " WARNING " not in line and "Warning" not in line, line
+            assert "HTTP/2" not in line and "ServeStatic" not in line, line
     assert (tmp_path / "db.sqlite3").exists()
     assert (tmp_path / "secret_key").exists()
