@@ -510,6 +510,9 @@ def memory(procs: dict[str, int], db_name: str) -> dict[str, float | None]:
     return found
 
 
+KV_LINE = re.compile(r"model memory: rss ([\d.]+) MB, kv cache ([\d.]+) MB")
+
+
 def sample_memory(
     every: float,
     procs: dict[str, int],
@@ -517,6 +520,7 @@ def sample_memory(
     stats: Stats,
     samples: list[dict[str, Any]],
     stop: threading.Event,
+    workers: list[livedaphne.Service] | None = None,
 ) -> None:
     """Every ``every`` seconds until ``stop``: each process's RSS (MB) and the load since the
     last sample (replies finished a minute), for the soak's chart."""
@@ -529,8 +533,11 @@ def sample_memory(
         except Exception as exc:  # a process between restarts, the database busy: next time
             print(f"memory sample skipped: {exc!r}", file=sys.stderr, flush=True)
             continue
+        kv = KV_LINE.findall(workers[0].output()[-20000:]) if workers else []
         samples.append(
             {
+                "kv_mb": float(kv[-1][1]) if kv else None,  # the model process's last report
+                "model_rss_mb": float(kv[-1][0]) if kv else None,
                 "t_s": round(time.monotonic() - began, 1),
                 "replies_per_min": round((done - replies) * 60 / every, 1),
                 "rss_mb": {
@@ -569,6 +576,9 @@ def draw(samples: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, height_ratios=[3, 1])
     for name in names:
         top.plot(minutes, [s["rss_mb"].get(name) for s in samples], marker=".", label=name)
+    if any(s.get("kv_mb") for s in samples):  # what the model process holds as its KV cache
+        kv = [s.get("kv_mb") for s in samples]
+        top.plot(minutes, kv, linestyle="--", color="black", label="worker model: KV cache")
     top.set_ylabel("RSS (MB)")
     top.set_title(f"bench/load.py: memory of every process ({title})")
     top.legend(fontsize=8, loc="upper left")
@@ -687,7 +697,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         servers = [
             stack.enter_context(livedaphne.daphne(env, run_migrations=False)) for _ in range(2)
         ]
-        workers = [stack.enter_context(livedaphne.worker(env))]
+        # The worker at info: its model process reports its memory and KV cache each minute.
+        workers = [stack.enter_context(livedaphne.worker({**env, "DJANGO_LOG_LEVEL": "info"}))]
         inference = workers[0]
         procs = {s.service.name: s.service.pid for s in servers}
         procs.update({"worker": inference.pid, "redis": redis_svc.pid})
@@ -727,7 +738,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampling = threading.Event()
         sampler = threading.Thread(
             target=sample_memory,
-            args=(args.sample_every, procs, db_name, stats, samples, sampling),
+            args=(args.sample_every, procs, db_name, stats, samples, sampling, workers),
             daemon=True,
         )
         if args.sample_every:

@@ -553,7 +553,11 @@ class Scheduler:
                 going.append((seq, kv))
         if going:
             if self.cache is None:
-                self.cache = mixed.Slots(len(step.prompt_kv))
+                self.cache = mixed.Slots(
+                    len(step.prompt_kv),
+                    max_rows=self.max_batch,
+                    max_columns=self.loaded.context_length + 1,
+                )
             kept = {layer: [kv[layer] for _, kv in going] for layer in range(len(step.prompt_kv))}
             self.cache.add(kept, [len(seq.prompt_ids) for seq, _ in going])
             self.seqs.extend(seq for seq, _ in going)

@@ -49,8 +49,15 @@ class Slots:
     prompt and re-gathering every row for each leaving one took an eighth of a step with 16
     conversations). The buffers grow (doubling) when a step or a prompt needs more room."""
 
-    def __init__(self, layers: int) -> None:
+    def __init__(
+        self, layers: int, *, max_rows: int | None = None, max_columns: int | None = None
+    ) -> None:
         self.layers = layers
+        # The most rows (the batch's size) and live columns (the model's context) it can ever
+        # need: the buffers never grow past them plus some room to slide, so a busy batch of
+        # long conversations holds a bounded cache instead of doubling past what it can use.
+        self.max_rows = max_rows
+        self.max_columns = max_columns
         self.keys: list[Any] = []
         self.values: list[Any] = []
         self.rows = 0
@@ -103,6 +110,21 @@ class Slots:
     def nbytes(self) -> int:
         """Memory held by the buffers."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    def stats(self) -> dict[str, int]:
+        """Its size, for the model process's memory log: rows and live columns against the
+        buffers' capacity, and the bytes held (and made ahead for a join, ``prepare``)."""
+        rows, _, columns, _ = self.keys[0].shape if self.keys else (0, 0, 0, 0)
+        spare = self._spare
+        ahead = sum(t.numel() * t.element_size() for t in spare[1] + spare[2]) if spare else 0
+        return {
+            "rows": self.rows,
+            "row_capacity": rows,
+            "columns": self.end - self.lo,
+            "column_capacity": columns,
+            "bytes": self.nbytes,
+            "ahead_bytes": ahead,
+        }
 
     # --- changing ---------------------------------------------------------------------------
 
@@ -178,7 +200,11 @@ class Slots:
         if rows <= have_rows and end + right <= have_columns:
             return None
         capacity = end + max(right, self.end - self.lo, 256)
+        if self.max_columns is not None:  # room to slide 256 steps past a full context
+            capacity = max(end + right, min(capacity, self.max_columns + 64 + 256))
         row_capacity = have_rows if rows <= have_rows else max(rows, 2 * have_rows, 4)
+        if self.max_rows is not None:
+            row_capacity = max(rows, min(row_capacity, self.max_rows))
         _, heads, _, size = like.shape
         return (row_capacity, heads, capacity, size)
 

@@ -32,6 +32,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,6 +95,19 @@ def read_frames(fd: int) -> Iterator[Any]:
         yield from reader.feed(data)
 
 
+MB = 1024 * 1024
+MEMORY_LOG_SECONDS = 60.0
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class Host:
     """Serves one TransformersBackend to the parent: requests in, one frame of events out per
     decode step (the scheduler's ``after_step``), so 16 replies' deltas cross in one write; a
@@ -126,6 +140,28 @@ class Host:
             except OSError:  # the parent is gone: nobody to generate for
                 os._exit(0)
 
+    def report_memory(self) -> None:
+        """Every MEMORY_LOG_SECONDS, one log line: this process's RSS beside its KV cache
+        (rows and live columns against the buffers' capacity), so a soak can tell memory
+        that follows the cache (bounded by the batch and the context) from a leak."""
+        while True:
+            time.sleep(MEMORY_LOG_SECONDS)
+            batcher = self.backend._batcher
+            cache = getattr(batcher, "cache", None)
+            stats = cache.stats() if hasattr(cache, "stats") else {}
+            logger.info(
+                "model memory: rss %.1f MB, kv cache %.1f MB (rows %d of %d, columns %d of %d), "
+                "made ahead %.1f MB, waiting %d",
+                rss_bytes() / MB,
+                stats.get("bytes", 0) / MB,
+                stats.get("rows", 0),
+                stats.get("row_capacity", 0),
+                stats.get("columns", 0),
+                stats.get("column_capacity", 0),
+                stats.get("ahead_bytes", 0) / MB,
+                len(getattr(batcher, "waiting", ())) + len(getattr(batcher, "pending", ())),
+            )
+
     def load(self) -> None:  # on the inference thread
         from inference.backends.base import BackendError
 
@@ -138,6 +174,7 @@ class Host:
             # collector's sight, a full collection no longer pauses decoding for 100-200 ms.
             gc.freeze()
             self.post(0, "loaded", loaded.load_seconds)
+            threading.Thread(target=self.report_memory, daemon=True).start()
         self.flush()
 
     def generate(self, rid: int, turns: Any, options: Any) -> None:

@@ -674,3 +674,46 @@ def test_requests_arriving_while_prompts_are_part_read_are_all_answered(
     alone = [run(backend, p, GREEDY)[0] for p in PROMPTS]
     texts, most = staggered(backend, PROMPTS, prefill_tokens=8)
     assert texts == alone and most > 1
+
+
+def test_the_cache_never_grows_past_the_batch_and_the_context() -> None:
+    """Rows up to the batch's size, prompts up to the context, thousands of steps with rows
+    leaving and joining: the buffers stay within max_rows rows and the context plus room to
+    slide (they once doubled past both, and a busy batch of long conversations kept that)."""
+    import random
+
+    import torch
+
+    rng = random.Random(3)
+    slots = mixed.Slots(1, max_rows=6, max_columns=300)
+    rows: list[list[float]] = []
+    counter = iter(range(1, 10**7))
+
+    def join(length: int) -> None:
+        values = [float(next(counter)) for _ in range(length)]
+        t = torch.tensor(values).view(1, 1, -1, 1)
+        slots.add({0: [(t.clone(), -t.clone())]}, [length])
+        rows.append(values)
+
+    for _ in range(3000):
+        if len(rows) < 6 and rng.random() < 0.2:
+            join(rng.choice([1, 30, 150, 299]))
+        if rows and (rng.random() < 0.05 or max(len(r) for r in rows) >= 300):
+            row = max(range(len(rows)), key=lambda r: len(rows[r]))  # at the context: it ends
+            slots.remove(row)
+            rows[row] = rows[-1]
+            rows.pop()
+        if not rows:
+            continue
+        slots.reserve()
+        column = [float(next(counter)) for _ in rows]
+        new = torch.tensor(column).view(-1, 1, 1, 1)
+        slots.append(0, new, -new)
+        slots.advance()
+        for held, value in zip(rows, column, strict=True):
+            held.append(value)
+        stats = slots.stats()
+        assert stats["row_capacity"] <= 6 and stats["column_capacity"] <= 300 + 64 + 256, stats
+    keys = slots.keys[0][: slots.rows, 0, :, 0]
+    for r, held in enumerate(rows):
+        assert keys[r, slots.first[r] : slots.end].tolist() == held
