@@ -679,6 +679,8 @@ class Scheduler:
                     self.cache.remove(row)
                     self.seqs[row] = self.seqs[-1]
                     self.seqs.pop()
+            if self.cache.nbytes > KEEP_SLOTS_BYTES:
+                self.cache.shrink()
             return
         self.mask = _keep_rows(self.cache, self.mask, keep)
         self.seqs = [self.seqs[i] for i in keep]

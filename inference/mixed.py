@@ -166,6 +166,24 @@ class Slots:
         self.rows = last
         self.lo = min(self.first) if self.first else self.end
 
+    def shrink(self) -> bool:
+        """Move to smaller buffers when the rows left need under a quarter of these (a long
+        conversation that made every row's buffer long has ended): a busy batch never goes
+        idle, the one moment its buffers were dropped. True when it moved."""
+        if not self.keys or not self.rows:
+            return False
+        have_rows, heads, have_columns, size = self.keys[0].shape
+        width = self.end - self.lo
+        rows, columns = max(self.rows, 4), width + 64 + 256
+        if rows * columns * 4 > have_rows * have_columns:
+            return False
+        shape = (rows, heads, columns, size)
+        keys = [_key_buffer(self.keys[0], shape) for _ in range(self.layers)]
+        values = [self.values[0].new_zeros(shape) for _ in range(self.layers)]
+        self._spare = None
+        self._move(keys, values, width + 64)
+        return True
+
     def reserve(self) -> None:
         """Room for the next decode step's column."""
         self._room(rows=self.rows, left=0, right=1, like=self.keys[0])

@@ -717,3 +717,37 @@ def test_the_cache_never_grows_past_the_batch_and_the_context() -> None:
     keys = slots.keys[0][: slots.rows, 0, :, 0]
     for r, held in enumerate(rows):
         assert keys[r, slots.first[r] : slots.end].tolist() == held
+
+
+def test_buffers_a_long_row_made_long_shrink_when_it_leaves() -> None:
+    """A long conversation joins a batch of short ones (every row's buffer grows to its
+    length), then ends: the buffers shrink back to what the rows left need, and each row
+    still reads exactly its own keys; with nothing to gain, nothing moves."""
+    import torch
+
+    slots = mixed.Slots(2)
+    rows: list[list[float]] = []
+    counter = iter(range(1, 10**6))
+
+    def join(length: int) -> None:
+        values = [float(next(counter)) for _ in range(length)]
+        t = torch.tensor(values).view(1, 1, -1, 1).expand(1, 2, -1, 3)
+        slots.add({layer: [(t.clone(), -t.clone())] for layer in (0, 1)}, [length])
+        rows.append(values)
+
+    for length in (10, 20, 30, 2000):
+        join(length)
+    assert not slots.shrink()  # the long row is still there
+    big = slots.nbytes
+    slots.remove(3)
+    rows.pop()
+    assert slots.shrink() and slots.nbytes < big / 4
+    assert not slots.shrink()
+    for r, held in enumerate(rows):
+        for layer in (0, 1):
+            keys = slots.keys[layer][r, 1, slots.first[r] : slots.end, 2].tolist()
+            assert keys == held
+            values = slots.values[layer][r, 0, slots.first[r] : slots.end, 1].tolist()
+            assert values == [-v for v in held]
+    slots.reserve()  # and it goes on: a decode step's column fits
+    assert slots.end + 1 <= slots.keys[0].shape[2]
