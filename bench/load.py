@@ -54,6 +54,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -551,15 +552,23 @@ def sample_memory(
 
 def growth_after(samples: list[dict[str, Any]], start_s: float) -> dict[str, dict[str, float]]:
     """Per process: RSS at the first sample from ``start_s`` on, the highest after it, and
-    that growth in percent (the soak's goal: under 5 % after the first 10 minutes)."""
+    that growth in percent (the soak's goal: under 5 % after the first 10 minutes); and the
+    trend, which a process whose memory follows its load (the model process's KV cache)
+    reads better: the median of the last ten samples against the median of the ten from
+    ``start_s`` on."""
     later = [s for s in samples if s["t_s"] >= start_s] or samples[-1:]
     out: dict[str, dict[str, float]] = {}
     for name, first in later[0]["rss_mb"].items():
-        peak = max(s["rss_mb"].get(name, 0.0) for s in later)
+        series = [s["rss_mb"][name] for s in later if name in s["rss_mb"]]
+        peak = max(series)
+        early, late = statistics.median(series[:10]), statistics.median(series[-10:])
         out[name] = {
             "from_mb": first,
             "peak_mb": peak,
             "growth_pct": round(100 * (peak - first) / first, 1) if first else 0.0,
+            "median_early_mb": early,
+            "median_late_mb": late,
+            "trend_pct": round(100 * (late - early) / early, 1) if early else 0.0,
         }
     return out
 
@@ -943,9 +952,15 @@ def show(summary: dict[str, Any]) -> None:
     print(f"PostgreSQL connections open: {s['postgres_connections']}")
     print(f"healthy at the end: {s['healthy']}; probe replies: {s['probes']}")
     if s.get("memory_after_10_min"):
-        print("memory from the first sample at 10 min on (MB): first, peak, growth")
+        print(
+            "memory from 10 min on (MB): first sample, peak, growth; median of the first ten"
+            " samples, of the last ten, trend"
+        )
         for name, row in s["memory_after_10_min"].items():
-            print(f"  {name:<20} {row['from_mb']:>8} {row['peak_mb']:>8} {row['growth_pct']:>6} %")
+            print(
+                f"  {name:<20} {row['from_mb']:>8} {row['peak_mb']:>8} {row['growth_pct']:>6} %"
+                f" {row['median_early_mb']:>8} {row['median_late_mb']:>8} {row['trend_pct']:>6} %"
+            )
     if s.get("restarts"):
         print("rolling restart:", *s["restarts"], sep="\n  ")
     print(f"verdict: {'OK' if s['ok'] else 'FAILED'}")
