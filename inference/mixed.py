@@ -203,13 +203,15 @@ class Slots:
             return
         if self._spare is None or not _holds(self._spare[0], shape):
             self._spare = (shape, [], [])
-        _, keys, values = self._spare
+        # Every buffer of the spare set in the set's own shape (a later, smaller need must
+        # not make the rest smaller: a decode step once wrote past a value buffer's end).
+        made, keys, values = self._spare
         missing = 2 * self.layers - len(keys) - len(values)
         for _ in range(-(-missing // max(1, steps))):  # spread over the steps left
             if len(keys) < self.layers:
-                keys.append(_key_buffer(self.keys[0], shape))
+                keys.append(_key_buffer(self.keys[0], made))
             else:
-                values.append(self.values[0].new_zeros(shape))
+                values.append(self.values[0].new_zeros(made))
 
     def _grown(self, *, rows: int, end: int, right: int, like: Any) -> tuple[int, ...] | None:
         """The shape of new buffers for ``rows`` rows ending at column ``end`` with ``right``

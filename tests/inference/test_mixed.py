@@ -751,3 +751,29 @@ def test_buffers_a_long_row_made_long_shrink_when_it_leaves() -> None:
             assert values == [-v for v in held]
     slots.reserve()  # and it goes on: a decode step's column fits
     assert slots.end + 1 <= slots.keys[0].shape[2]
+
+
+def test_buffers_made_ahead_all_have_the_set_s_shape() -> None:
+    """``prepare`` called again with a smaller need (fewer steps left, less slack) goes on
+    making the set it began, in that set's shape: a set of mixed sizes once let a decode step
+    write past the end of a value buffer (the keys, checked, were longer)."""
+    import torch
+
+    slots = mixed.Slots(3)
+    t = torch.ones(1, 2, 10, 4)
+    slots.add({layer: [(t.clone(), t.clone())] for layer in range(3)}, [10])
+    for steps in (6, 5, 3, 2, 1):  # the slack shrinks with the steps left
+        slots.prepare(rows=2, left=500, steps=steps)
+    assert slots._spare is not None
+    shape, keys, values = slots._spare
+    assert len(keys) == len(values) == 3
+    assert {tuple(b.shape) for b in keys + values} == {shape}
+    long = torch.ones(1, 2, 500, 4)
+    slots.add({layer: [(long.clone(), long.clone())] for layer in range(3)}, [500])
+    assert len({tuple(b.shape) for b in slots.keys + slots.values}) == 1
+    for _ in range(400):  # decode steps well past the joined row's end
+        slots.reserve()
+        column = torch.zeros(2, 2, 1, 4)
+        for layer in range(3):
+            slots.append(layer, column, column)
+        slots.advance()
