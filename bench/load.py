@@ -534,7 +534,8 @@ def sample_memory(
         except Exception as exc:  # a process between restarts, the database busy: next time
             print(f"memory sample skipped: {exc!r}", file=sys.stderr, flush=True)
             continue
-        kv = KV_LINE.findall(workers[0].output()[-20000:]) if workers else []
+        log = workers[0].output() if workers else ""  # its last report, however chatty the log
+        kv = KV_LINE.findall(log[log.rfind("model memory:") :]) if "model memory:" in log else []
         samples.append(
             {
                 "kv_mb": float(kv[-1][1]) if kv else None,  # the model process's last report
