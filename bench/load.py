@@ -317,14 +317,14 @@ class Person:
             return True
         return False
 
-    async def hop(self, turn: Turn) -> None:
-        """Reconnect to the other web process and follow the conversation from there."""
+    async def hop(self, turn: Turn, *, follow: bool = True) -> None:
+        """Reconnect to the other web process and (``follow``) the conversation from there."""
         if self.ws is not None:
             await self.ws.close()
         self.server = (self.server + 1) % len(self.plan.servers)
         await self.connect()
         assert self.ws is not None
-        if turn.conversation is not None:
+        if follow and turn.conversation is not None:
             await self.ws.send({"type": "chat.subscribe", "conversation": turn.conversation})
 
     async def converse(self, turn: Turn) -> None:
@@ -372,8 +372,9 @@ class Person:
                     self.stats.error("socket_closed", turn, repr(exc))
                 if restart and turn.user_message is None:
                     # A stopping web process acknowledges every frame it took before it
-                    # closes (docs/websocket-api.md, 1012): this one it did not take.
-                    await self.hop(turn)
+                    # closes (docs/websocket-api.md, 1012): this one it did not take. No
+                    # subscribe first: its "nothing streaming" would end the turn early.
+                    await self.hop(turn, follow=False)
                     assert self.ws is not None
                     await self.ws.send(frame)
                     self.stats.expected["resent_after_1012"] += 1

@@ -36,9 +36,11 @@ server, and each is closed here on daphne's protocol class, where the socket's b
    sent: autobahn's refusal has the status line only.
 7. **Stopping (SIGTERM, Ctrl-C).** daphne cut every socket (the page saw 1006). Now the
    process stops listening, lets the replies of its own in-process worker finish (the
-   embedded topology; up to ``STELLARCHAT_DRAIN_SECONDS``), then closes every socket with
-   1012 (service restart), which the page reconnects on: behind a proxy, to the process that
-   is up. A second signal stops at once.
+   embedded topology; up to ``STELLARCHAT_DRAIN_SECONDS``), takes no more frames and answers
+   those it took, then closes every socket with 1012 (service restart), which the page
+   reconnects on: behind a proxy, to the process that is up. A ``chat.send`` not
+   acknowledged by then was not taken, and the page sends it again. A second signal stops
+   at once.
 
 Tested against the pinned daphne/autobahn/Twisted (tests/reliability/test_abuse_live.py): a
 version bump that moves these internals fails there, not in production.
