@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -324,26 +325,19 @@ async def _generate(
             "starting; please try again in a moment",
         )
     elif state.interrupted:
-        result = Result(
-            finish_reason="error",
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            ttft_ms=result.ttft_ms,
-            duration_ms=result.duration_ms,
-            error_code="inference_unavailable",
-            error="the server restarted before this reply finished; the reply so far is kept",
+        result = _unavailable(
+            result, "the server restarted before this reply finished; the reply so far is kept"
         )
     elif state.stalled:
-        result = Result(
-            finish_reason="error",
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            ttft_ms=result.ttft_ms,
-            duration_ms=result.duration_ms,
-            error_code="inference_unavailable",
-            error=f"the model made no progress for {stall:g} s",
-        )
+        result = _unavailable(result, f"the model made no progress for {stall:g} s")
     await finish(job, layer=layer, text=state.text, result=result)
+
+
+def _unavailable(result: Result, error: str) -> Result:
+    """``result`` ended as ``inference_unavailable`` with ``error``, its counts kept."""
+    return dataclasses.replace(
+        result, finish_reason="error", error_code="inference_unavailable", error=error
+    )
 
 
 # This process's replies being generated: message id -> (their model's stop signal, state).

@@ -33,6 +33,33 @@ def loaded(path: Path, *, mixed: bool = True) -> Any:
     return TransformersBackend(str(path), device="cpu", mixed=mixed).load()
 
 
+def assert_own_logits(model: Any, logits: Any, sequences: list[list[int]]) -> None:
+    """Each of the first ``len(sequences)`` rows of ``logits`` equals the model's own forward
+    of its sequence alone."""
+    import torch
+
+    for got, sequence in zip(logits[: len(sequences)], sequences, strict=True):
+        own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
+        assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+
+
+def step_on(
+    model: Any, slots: Any, logits: Any, sequences: list[list[int]], **prompts: Any
+) -> tuple[Any, Any]:
+    """The rows' greedy picks from ``logits`` appended to ``sequences``, then one mixed step
+    of them (with ``prompts``/``pasts`` if given): its (logits, step)."""
+    picks = logits[: len(sequences)].argmax(-1).tolist()
+    for sequence, pick in zip(sequences, picks, strict=True):
+        sequence.append(pick)
+    return mixed.forward(  # type: ignore[no-any-return]
+        model,
+        tokens=picks,
+        positions=[len(s) - 1 for s in sequences],
+        slots=slots,
+        **{"prompts": [], **prompts},
+    )
+
+
 def test_llama_family_models_are_supported_and_others_are_not(tiny: dict[str, Path]) -> None:
     assert loaded(tiny["llama"]).mixed and not loaded(tiny["gpt2"]).mixed  # checked at load
     assert mixed.supported(loaded(tiny["llama"]).model) is None
@@ -65,9 +92,8 @@ def test_a_mixed_step_gives_the_model_s_own_logits(tiny: dict[str, Path], arch: 
             prompts=new,
         )
         wanted = [[*i, p] for i, p in zip(ids, picks, strict=True)] + new
-        for got, sequence in zip(logits, wanted, strict=True):
-            own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
-            assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+        assert len(logits) == len(wanted)
+        assert_own_logits(model, logits, wanted)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -88,21 +114,11 @@ def test_a_decode_step_gives_the_model_s_own_logits(tiny: dict[str, Path], arch:
             slots.add(step.prompt_kv, [len(i) for i in ids])
             sequences = [list(i) for i in ids]
             for _ in range(3):
-                picks = logits.argmax(-1).tolist()
-                for sequence, pick in zip(sequences, picks, strict=True):
-                    sequence.append(pick)
-                logits, step = mixed.forward(
-                    model,
-                    tokens=picks,
-                    positions=[len(s) - 1 for s in sequences],
-                    slots=slots,
-                    prompts=[],
-                )
+                logits, step = step_on(model, slots, logits, sequences)
                 slots.advance()
                 assert (step.bias(1, 1, torch.float32)[1] == 0.0) == (len(ids) == 1)
-                for got, sequence in zip(logits, sequences, strict=True):
-                    own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
-                    assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+                assert len(logits) == len(sequences)
+                assert_own_logits(model, logits, sequences)
 
 
 @pytest.mark.parametrize(
@@ -486,41 +502,18 @@ def test_a_prompt_read_in_chunks_gives_the_model_s_own_logits(
         sequences = [list(r) for r in rows]
         past = None
         for chunk in chunks:
-            picks = logits[: len(sequences)].argmax(-1).tolist()
-            for sequence, pick in zip(sequences, picks, strict=True):
-                sequence.append(pick)
-            logits, step = mixed.forward(
-                model,
-                tokens=picks,
-                positions=[len(s) - 1 for s in sequences],
-                slots=slots,
-                prompts=[chunk],
-                pasts=[past],
-            )
+            logits, step = step_on(model, slots, logits, sequences, prompts=[chunk], pasts=[past])
             slots.advance()
             past = [step.prompt_kv[layer][0] for layer in range(len(step.prompt_kv))]
-            for got, sequence in zip(logits, sequences, strict=False):
-                own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
-                assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
-        own = model(input_ids=torch.tensor([long])).logits[0, -1]
-        assert torch.allclose(logits[-1], own, atol=1e-4), (logits[-1] - own).abs().max()
+            assert_own_logits(model, logits, sequences)  # the rows; the chunk's row below
+        assert_own_logits(model, logits[-1:], [list(long)])
         assert past[0][0].shape[2] == len(long)
         # The prompt joins the batch with every chunk's keys and values: it decodes right.
         slots.add({layer: [kv] for layer, kv in enumerate(past)}, [len(long)])
         sequences.append(list(long))
-        picks = logits.argmax(-1).tolist()
-        for sequence, pick in zip(sequences, picks, strict=True):
-            sequence.append(pick)
-        logits, _ = mixed.forward(
-            model,
-            tokens=picks,
-            positions=[len(s) - 1 for s in sequences],
-            slots=slots,
-            prompts=[],
-        )
-        for got, sequence in zip(logits, sequences, strict=True):
-            own = model(input_ids=torch.tensor([sequence])).logits[0, -1]
-            assert torch.allclose(got, own, atol=1e-4), (got - own).abs().max()
+        logits, _ = step_on(model, slots, logits, sequences)
+        assert len(logits) == len(sequences)
+        assert_own_logits(model, logits, sequences)
 
 
 def test_a_long_prompt_joining_streaming_replies_is_read_in_chunks_and_changes_nothing(
