@@ -15,6 +15,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,26 @@ from tests.e2e import livedaphne
 from tests.e2e.wsclient import LiveSocket
 
 SECRET = "fault-matrix-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+def app_env(tmp: Any, stream_timeout: int, **extra: str) -> dict[str, str]:
+    """A stack's settings: the test backend, a short stream timeout, its own data folder."""
+    return {
+        "STELLARCHAT_BACKEND": "test",
+        "STELLARCHAT_STREAM_TIMEOUT": str(stream_timeout),
+        "STELLARCHAT_DATA_DIR": str(tmp),
+        **extra,
+    }
+
+
+def whole(stack: Stack, request: Any) -> Iterator[Stack]:
+    """A shared stack for one test: whole again whatever an earlier test broke; its
+    processes' logs printed if the test fails."""
+    stack.ensure()
+    failed = request.session.testsfailed
+    yield stack
+    if request.session.testsfailed > failed:
+        print(stack.logs(), file=sys.stderr)
 
 
 def words(n: int) -> str:

@@ -30,12 +30,7 @@ LONG = 600  # ... and of one that does not (~18 s)
 
 
 def env(tmp: Any) -> dict[str, str]:
-    return {
-        "STELLARCHAT_BACKEND": "test",
-        "STELLARCHAT_STREAM_TIMEOUT": "5",
-        "STELLARCHAT_DRAIN_SECONDS": str(DRAIN),
-        "STELLARCHAT_DATA_DIR": str(tmp),
-    }
+    return faults.app_env(tmp, 5, STELLARCHAT_DRAIN_SECONDS=str(DRAIN))
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +41,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def stack(production: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    production.ensure()
-    failed = request.session.testsfailed
-    yield production
-    if request.session.testsfailed > failed:
-        print(production.logs())
+    yield from faults.whole(production, request)
 
 
 async def reply(url: str, name: str, n: int) -> tuple[str, LiveSocket, list[dict[str, Any]]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,12 +37,7 @@ PROMPT = f"[[slow 30]] [[long {N}]]"
 
 
 def env(tmp: Any, **extra: str) -> dict[str, str]:
-    return {
-        "STELLARCHAT_BACKEND": "test",
-        "STELLARCHAT_STREAM_TIMEOUT": str(TIMEOUT),
-        "STELLARCHAT_DATA_DIR": str(tmp),
-        **extra,
-    }
+    return faults.app_env(tmp, TIMEOUT, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +56,17 @@ def persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
-def _whole(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    stack.ensure()
-    failed = request.session.testsfailed
-    yield stack
-    if request.session.testsfailed > failed:
-        print(stack.logs(), file=sys.stderr)
-
-
 @pytest.fixture
 def stack(production: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
     """The shared deployment, whole again whatever an earlier row broke; logs on failure."""
-    yield from _whole(production, request)
+    yield from faults.whole(production, request)
 
 
 @pytest.fixture(params=["pool", "persistent"])
 def db_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     """Rows about database connections run with both ways of keeping them."""
-    yield from _whole(request.getfixturevalue(request.param.replace("pool", "production")), request)
+    fixture = request.param.replace("pool", "production")
+    yield from faults.whole(request.getfixturevalue(fixture), request)
 
 
 async def start_reply(stack: Stack, name: str) -> tuple[str, LiveSocket, list[dict[str, Any]]]:

@@ -57,20 +57,24 @@ def run_load(*args: str, timeout: float) -> tuple[int, dict[str, Any], str]:
     return proc.returncode, json.loads(lines[-1]), log
 
 
-@pytest.mark.slow
-def test_fifty_people_chatting_for_a_minute_lose_nothing() -> None:
+def load_lost_nothing(*args: str) -> tuple[int, dict[str, Any], str]:
+    """bench/load.py with ``args`` (services required), checked for what every run must show:
+    no lost turn, no unexpected error, no reply left streaming; (status, summary, context)."""
     services.require("PostgreSQL", services.postgres_available())
     services.require("redis-server", shutil.which("redis-server") is not None)
-
-    code, summary, log = run_load(
-        *("--users", "50", "--seconds", "60", "--think", "10", "--max-new-tokens", "32"),
-        timeout=480,
-    )
-
+    code, summary, log = run_load(*args, timeout=480)
     context = f"{json.dumps(summary, indent=1)}\n{log[-6000:]}"
     assert summary["lost_turns"] == 0, context
     assert summary["errors_unexpected"] == {}, context
     assert summary["streaming_left"] == 0, context
+    return code, summary, context
+
+
+@pytest.mark.slow
+def test_fifty_people_chatting_for_a_minute_lose_nothing() -> None:
+    code, summary, context = load_lost_nothing(
+        *("--users", "50", "--seconds", "60", "--think", "10", "--max-new-tokens", "32")
+    )
     assert summary["healthy"] and all(summary["healthy"].values()), context
     assert set(summary["probes"].values()) == {"stop"}, context  # both web processes still serve
     assert code == 0, context
@@ -87,19 +91,10 @@ def test_a_rolling_restart_under_load_loses_nothing_and_shows_nobody_an_error() 
     SIGTERM) while 30 people chat with the bundled model: every old process exits by itself
     with 0, people whose socket closed with 1012 reconnect, and nothing is lost or shown as
     an error."""
-    services.require("PostgreSQL", services.postgres_available())
-    services.require("redis-server", shutil.which("redis-server") is not None)
-
-    code, summary, log = run_load(
+    code, summary, context = load_lost_nothing(
         *("--users", "30", "--seconds", "45", "--think", "3", "--max-new-tokens", "32"),
         *("--rolling-restart", "12"),
-        timeout=480,
     )
-
-    context = f"{json.dumps(summary, indent=1)}\n{log[-6000:]}"
-    assert summary["lost_turns"] == 0, context
-    assert summary["errors_unexpected"] == {}, context
-    assert summary["streaming_left"] == 0, context
     restarts = summary["restarts"]
     assert len(restarts) == 3 and all("old exited 0" in r for r in restarts), context
     assert [r.split()[0] for r in restarts] == ["web", "web", "worker"], context
