@@ -426,3 +426,27 @@ async def test_deltas_of_one_step_cross_to_the_loop_in_one_wake_up(
     closed = asyncio.new_event_loop()
     closed.close()
     assert runner.Inbox(closed).post(asyncio.Queue(), "x") is False
+
+
+def test_the_batch_keeps_its_cache_buffers_up_to_the_limit(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``KEEP_SLOTS_BYTES`` the buffers a busy moment made stay for the next replies
+    (the memory a soak samples stays where the busiest moment put it); over it an idle batch
+    gives them back."""
+    from inference import batching
+
+    backend = TransformersBackend(str(tiny["llama"]), device="cpu", max_batch=8)
+    options = GenerationOptions(temperature=0, max_new_tokens=12)
+    together(backend, [(p, options) for p in PROMPTS])
+    batcher = backend._batcher
+    assert batcher is not None and batcher.mixed
+    cache = batcher.cache
+    assert cache is not None and cache.rows == 0 and cache.nbytes > 0
+    held = cache.nbytes
+    run(backend, "hi", options)  # one short reply later: same buffers, not smaller ones
+    assert batcher.cache is cache and cache.nbytes == held
+
+    monkeypatch.setattr(batching, "KEEP_SLOTS_BYTES", held - 1)
+    together(backend, [(p, options) for p in PROMPTS])
+    assert batcher.cache is None
