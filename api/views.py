@@ -28,7 +28,7 @@ from api.schema import ApiError
 from chat import actions, limits, replies, selectors, services, streams
 from chat.consumers import is_broker_outage
 from chat.models import Conversation, Message
-from inference.backends import model_name
+from inference.registry import model_name
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from api import selectors, services
 from api.forms import KeyCreateForm
 from api.models import ApiKey
 from chat.forms import FlagForm
-from inference.backends import model_name
+from inference.registry import model_name
 
 PAGE = "api/keys.html"
 

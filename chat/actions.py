@@ -21,8 +21,7 @@ from django.conf import settings
 from chat import limits, replies, selectors, services, streams
 from chat.models import Conversation, Message
 from chat.protocol import Frame, ProtocolError
-from inference.backends import model_name
-from inference.backends.base import Result
+from inference.registry import Result, model_name
 from stellarchat import layers
 
 logger = logging.getLogger(__name__)

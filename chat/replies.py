@@ -29,10 +29,9 @@ from django.db import InterfaceError, OperationalError
 from chat import selectors, services, streams
 from chat.models import Message
 from chat.protocol import error_frame
-from inference import runner
-from inference.backends import get_backend
-from inference.backends.base import Result
+from inference import registry, runner
 from inference.options import OptionError, parse_options
+from inference.registry import Result
 from stellarchat import logs, metrics
 
 logger = logging.getLogger(__name__)
@@ -280,7 +279,7 @@ async def _generate(
         started.set()
         tracker.started()
 
-    backend = get_backend()
+    backend = registry.backend()
     stall = max(
         float(settings.STELLARCHAT_STREAM_TIMEOUT), float(getattr(backend, "stall_timeout", 0))
     )
