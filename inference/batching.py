@@ -124,12 +124,13 @@ class _Seq:
             self.length += 1
 
 
-# The batch's cache buffers are kept up to this size, idle or busy: a batch keeps the room its
-# busiest moment needed rather than giving it back and growing again. Below it, returning the
+# A batch whose whole cache (its batch size by its context) fits in this is given it whole at
+# its first reply and keeps it; a bigger one grows as replies need, keeps up to this much, and
+# gives back what a long conversation made it take once it leaves. Why hold it: returning
 # memory buys nothing worth the regrowing (every layer's buffers allocated and zeroed in one
 # step: a pause every streaming reply sees) or the see-saw of the process's memory, which an
-# hour's soak read as +36 % at 64 MB (the bundled model's whole cache, 32 rows by its context,
-# is 455 MB). Above it, buffers a long conversation made long shrink once it leaves.
+# hour's soak read as +36 % with buffers kept up to 64 MB (the bundled model's whole cache,
+# 32 rows by its 2,048-token context, is 455 MB).
 KEEP_SLOTS_BYTES = 512 * 1024 * 1024
 PREFILL_TOKENS_CPU = 2048
 PREFILL_TOKENS = 16384
@@ -563,6 +564,7 @@ class Scheduler:
                     len(step.prompt_kv),
                     max_rows=self.max_batch,
                     max_columns=self.loaded.context_length + 1,
+                    whole_bytes=KEEP_SLOTS_BYTES,
                 )
             kept = {layer: [kv[layer] for _, kv in going] for layer in range(len(step.prompt_kv))}
             self.cache.add(kept, [len(seq.prompt_ids) for seq, _ in going])

@@ -50,9 +50,20 @@ class Slots:
     conversations). The buffers grow (doubling) when a step or a prompt needs more room."""
 
     def __init__(
-        self, layers: int, *, max_rows: int | None = None, max_columns: int | None = None
+        self,
+        layers: int,
+        *,
+        max_rows: int | None = None,
+        max_columns: int | None = None,
+        whole_bytes: int = 0,
     ) -> None:
         self.layers = layers
+        # A cache whose whole size (``max_rows`` by ``max_columns`` and room to slide) is at
+        # most ``whole_bytes`` is made whole the first time it grows and never grows again:
+        # the process's memory is then what its busiest moment will need from the first
+        # reply on, rather than climbing with the longest conversation yet (as llama.cpp
+        # allocates its context once).
+        self.whole_bytes = whole_bytes
         # The most rows (the batch's size) and live columns (the model's context) it can ever
         # need: the buffers never grow past them plus some room to slide, so a busy batch of
         # long conversations holds a bounded cache instead of doubling past what it can use.
@@ -219,6 +230,9 @@ class Slots:
         have_rows, _, have_columns, _ = self.keys[0].shape if self.keys else (0, 0, 0, 0)
         if rows <= have_rows and end + right <= have_columns:
             return None
+        whole = self.whole_shape(like)
+        if whole is not None and rows <= whole[0] and end + right <= whole[2]:
+            return whole
         capacity = end + max(right, self.end - self.lo, 256)
         if self.max_columns is not None:  # room to slide 256 steps past a full context
             capacity = max(end + right, min(capacity, self.max_columns + 64 + 256))
@@ -227,6 +241,15 @@ class Slots:
             row_capacity = max(rows, min(row_capacity, self.max_rows))
         _, heads, _, size = like.shape
         return (row_capacity, heads, capacity, size)
+
+    def whole_shape(self, like: Any) -> tuple[int, int, int, int] | None:
+        """The buffers' largest shape, if the whole cache in it is at most ``whole_bytes``."""
+        if not self.whole_bytes or self.max_rows is None or self.max_columns is None:
+            return None
+        _, heads, _, size = like.shape
+        shape = (self.max_rows, heads, self.max_columns + 64 + 256, size)
+        nbytes = 2 * self.layers * shape[0] * heads * shape[2] * size * like.element_size()
+        return shape if nbytes <= self.whole_bytes else None
 
     def _room(self, *, rows: int, left: int, right: int, like: Any) -> None:
         """Make sure ``rows`` rows fit, ``left`` columns before ``end`` and ``right`` from it:

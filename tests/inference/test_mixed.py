@@ -770,3 +770,31 @@ def test_buffers_made_ahead_all_have_the_set_s_shape() -> None:
         for layer in range(3):
             slots.append(layer, column, column)
         slots.advance()
+
+
+def test_a_cache_that_fits_its_limit_is_made_whole_once() -> None:
+    """With ``whole_bytes`` room for the batch size by the context, the first join makes the
+    buffers whole and no later join (more rows, a prompt as long as the context) makes new
+    ones; with less room they grow as the rows need."""
+    import torch
+
+    def fill(slots: mixed.Slots, lengths: list[int]) -> None:
+        for length in lengths:
+            t = torch.ones(1, 2, length, 4)
+            slots.add({layer: [(t.clone(), -t.clone())] for layer in (0, 1)}, [length])
+
+    per_column_row = 2 * 2 * 2 * 4 * 4  # layers x (keys, values) x heads x size x float32
+    whole = 8 * (100 + 64 + 256) * per_column_row
+    slots = mixed.Slots(2, max_rows=8, max_columns=100, whole_bytes=whole)
+    fill(slots, [3])
+    buffers = [id(t) for t in slots.keys + slots.values]
+    assert slots.nbytes == whole and slots.keys[0].shape[0] == 8
+    fill(slots, [100, 7, 50, 99, 1, 2])
+    for _ in range(300):  # decode steps: the columns slide within the same buffers
+        slots.reserve()
+        slots.advance()
+    assert [id(t) for t in slots.keys + slots.values] == buffers
+
+    grows = mixed.Slots(2, max_rows=8, max_columns=100, whole_bytes=whole - 1)
+    fill(grows, [3])
+    assert grows.nbytes < whole / 2
