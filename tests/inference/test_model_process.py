@@ -356,3 +356,20 @@ def test_a_replys_first_words_cross_before_its_step_ends() -> None:
         step.join(10)
         os.close(read)
         os.close(write)
+
+
+def test_the_first_reply_is_paid_before_the_model_says_loaded(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The model process runs a two-token reply of its own before "loaded" (the batch's cache
+    buffers made, the kernels' first calls made): the first person does not pay for them."""
+    backend = ModelProcessBackend(str(tinymodels.build(tmp_path / "m", "llama")), device="cpu")
+    try:
+        backend.load()
+        log = capfd.readouterr().err
+        assert "first reply at load:" in log and "first reply at load failed" not in log
+        assert log.index("first reply at load:") > log.index("loaded ")
+        text, result = reply(backend, "hi")  # and the person's reply comes as ever
+        assert result.finish_reason in ("stop", "length")
+    finally:
+        backend.close()
