@@ -18,24 +18,47 @@ INTERVAL = 2.0
 FRESH = 10.0  # a beat older than this means no worker is there
 
 
-async def beat(backend: Any) -> None:
-    """One beat: "a worker is alive", and "its model is loaded" if it is. Also called the
-    moment the model has loaded, so /readyz says so at once rather than on the next beat."""
+def model_key(name: str) -> str:
+    """The key a worker beats under while it has model ``name`` loaded."""
+    return f"{READY_KEY}:{name}"
+
+
+async def beat(backend: Any, name: str | None = None) -> None:
+    """One beat: "a worker is alive", and "its model is loaded" (also under the model's own
+    key, ``name``) if it is. Also called the moment the model has loaded, so /readyz says so
+    at once rather than on the next beat."""
     try:
         now = time.time()
         await cache.aset(ALIVE_KEY, now, int(FRESH * 3))
         if getattr(backend, "ready", True):
             await cache.aset(READY_KEY, now, int(FRESH * 3))
+            if name is not None:
+                await cache.aset(model_key(name), now, int(FRESH * 3))
     except Exception as exc:  # the cache (Redis) may be down: keep trying
         logger.warning("worker heartbeat failed: %s", exc)
 
 
-async def beat_forever(backend: Any, *, stop: asyncio.Event | None = None) -> None:
+async def beat_forever(
+    backend: Any, *, name: str | None = None, stop: asyncio.Event | None = None
+) -> None:
     """Every INTERVAL seconds, until ``stop`` is set (a draining worker takes no new job, so
     it no longer says it is there)."""
     while stop is None or not stop.is_set():
-        await beat(backend)
+        await beat(backend, name)
         await asyncio.sleep(INTERVAL)
+
+
+def fresh(value: Any, now: float | None = None) -> bool:
+    """Whether a beat's time is recent enough to count."""
+    now = time.time() if now is None else now
+    return isinstance(value, int | float) and now - value <= FRESH
+
+
+def models_loaded(names: list[str]) -> set[str]:
+    """Which of ``names`` some worker has loaded now (by their recent beats)."""
+    beats = cache.get_many([model_key(n) for n in names])
+    now = time.time()
+    return {n for n in names if fresh(beats.get(model_key(n)), now)}
 
 
 async def status() -> dict[str, bool]:
@@ -43,7 +66,4 @@ async def status() -> dict[str, bool]:
     now = time.time()
     alive, ready = await cache.aget(ALIVE_KEY), await cache.aget(READY_KEY)
 
-    def fresh(value: Any) -> bool:
-        return isinstance(value, int | float) and now - value <= FRESH
-
-    return {"worker": fresh(alive), "model": fresh(ready)}
+    return {"worker": fresh(alive, now), "model": fresh(ready, now)}

@@ -68,10 +68,10 @@ class InferenceConsumer(DirectDispatch, AsyncConsumer):
 
 async def warm_up(stop: asyncio.Event | None = None) -> None:
     """Load the model on the inference thread now, so the first reply does not pay for it."""
-    from inference.backends import get_backend
+    from inference import registry
     from inference.runner import run_on_inference_thread
 
-    backend = get_backend()
+    backend = registry.backend()
     load = getattr(backend, "load", None)
     if load is None:
         return
@@ -83,7 +83,7 @@ async def warm_up(stop: asyncio.Event | None = None) -> None:
     if stop is None or not stop.is_set():
         from inference.heartbeat import beat
 
-        await beat(backend)  # ready now: /readyz need not wait for the next beat
+        await beat(backend, registry.default_name())  # ready now: /readyz need not wait
 
 
 def start_background(layer: Any, *, inference: bool, stop: asyncio.Event | None = None) -> None:
@@ -93,11 +93,11 @@ def start_background(layer: Any, *, inference: bool, stop: asyncio.Event | None 
 
     _background(sweep_forever(layer))
     if inference:
-        from inference.backends import get_backend
+        from inference import registry
         from inference.heartbeat import beat_forever
 
         _background(warm_up(stop))
-        _background(beat_forever(get_backend(), stop=stop))
+        _background(beat_forever(registry.backend(), name=registry.default_name(), stop=stop))
 
 
 class InferenceWorker(Worker):

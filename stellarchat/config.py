@@ -282,6 +282,7 @@ class Config:
     max_sockets_per_user: int
     ws_handshakes_per_minute: int
     ws_send_buffer_kb: int
+    models_file: Any = None  # inference.models_file.ModelsFile, or None: one model as before
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -345,6 +346,19 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
             "http://gpu-box:8000/v1) and STELLARCHAT_REMOTE_MODEL (the model's name there)"
         )
 
+    max_new_tokens = env_int(env, "STELLARCHAT_MAX_NEW_TOKENS", 1024, minimum=1)
+    models = None
+    models_path = env_str(env, "STELLARCHAT_MODELS_FILE")
+    if models_path:
+        from inference import models_file  # plain data: no Django, no torch
+
+        try:
+            models = models_file.read(
+                models_path, env=env, base_dir=base_dir, max_new_tokens_limit=max_new_tokens
+            )
+        except models_file.ModelsFileError as exc:
+            raise ConfigError(f"STELLARCHAT_MODELS_FILE {exc}") from None
+
     return Config(
         debug=debug,
         secret_key=secret_key,
@@ -359,7 +373,7 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         hsts_seconds=hsts,
         hsts_preload=env_bool(env, "DJANGO_SECURE_HSTS_PRELOAD", hsts >= 31_536_000),
         log_format=env_choice(env, "DJANGO_LOG_FORMAT", "plain", LOG_FORMAT_RE, "plain, json"),
-        max_new_tokens=env_int(env, "STELLARCHAT_MAX_NEW_TOKENS", 1024, minimum=1),
+        max_new_tokens=max_new_tokens,
         device=env_choice(
             env, "STELLARCHAT_DEVICE", "auto", DEVICE_RE, "auto, cpu, cuda, cuda:N, mps"
         ),
@@ -392,6 +406,7 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         max_sockets_per_user=env_int(env, "STELLARCHAT_MAX_SOCKETS_PER_USER", 30),
         ws_handshakes_per_minute=env_int(env, "STELLARCHAT_WS_HANDSHAKES_PER_MINUTE", 60),
         ws_send_buffer_kb=env_int(env, "STELLARCHAT_WS_SEND_BUFFER_KB", 1024),
+        models_file=models,
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

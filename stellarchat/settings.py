@@ -237,6 +237,9 @@ STELLARCHAT_STREAM_TIMEOUT = CONFIG.stream_timeout
 STELLARCHAT_DRAIN_SECONDS = CONFIG.drain_seconds
 STELLARCHAT_TEST_BACKEND_DELAY_MS = CONFIG.test_backend_delay_ms
 STELLARCHAT_MODEL = CONFIG.model
+# The models file (STELLARCHAT_MODELS_FILE) as read and checked at start, or None: one model
+# from the variables above (inference/registry.py).
+STELLARCHAT_MODELS = CONFIG.models_file
 STELLARCHAT_ALLOW_SIGNUP = CONFIG.allow_signup
 STELLARCHAT_MAX_NEW_TOKENS = CONFIG.max_new_tokens
 STELLARCHAT_DEVICE = CONFIG.device

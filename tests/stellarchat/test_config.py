@@ -243,3 +243,24 @@ def test_production_settings_turn_https_hardening_on(tmp_path: Path) -> None:
         DJANGO_SECURE_SSL_REDIRECT="0",
     )
     assert proc.stdout.split() == ["False", "False", "True", "True", "True"], proc.stderr
+
+
+def test_the_models_file_is_read_at_start_and_a_bad_one_names_itself(tmp_path: Path) -> None:
+    assert load(tmp_path, DJANGO_DEBUG="1").models_file is None  # one model, as before
+    good = tmp_path / "models.toml"
+    good.write_text('[models.echo]\nbackend = "test"\noptions = {max_new_tokens = 300}\n')
+    cfg = load(tmp_path, DJANGO_DEBUG="1", STELLARCHAT_MODELS_FILE=str(good))
+    assert list(cfg.models_file.models) == ["echo"] and cfg.models_file.default == "echo"
+    # options are checked against this deployment's own ceiling
+    with pytest.raises(config.ConfigError, match="options.max_new_tokens"):
+        load(
+            tmp_path,
+            DJANGO_DEBUG="1",
+            STELLARCHAT_MODELS_FILE=str(good),
+            STELLARCHAT_MAX_NEW_TOKENS="100",
+        )
+    with pytest.raises(config.ConfigError) as caught:
+        load(tmp_path, DJANGO_DEBUG="1", STELLARCHAT_MODELS_FILE=str(tmp_path / "nope.toml"))
+    assert str(caught.value).startswith("STELLARCHAT_MODELS_FILE ") and "not a file" in str(
+        caught.value
+    )

@@ -1,0 +1,96 @@
+"""The registry: without a models file a deployment serves its one model under the name it
+always had; with one, every model of the file, each with its own backend instance, and
+``manage.py models`` lists them and checks them for real (a local model, the test backend and
+an unreachable OpenAI-compatible server)."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from inference import heartbeat, models_file, registry
+
+ROOT = Path(__file__).resolve().parents[2]
+FILE = """
+default = "echo"
+[models.mini]
+label = "StellarByte mini"
+backend = "transformers"
+path = "inference/bundled/stellarbyte-mini"
+max_batch = 4
+[models.echo]
+backend = "test"
+groups = ["research"]
+[models.far]
+backend = "openai"
+url = "http://127.0.0.1:9/v1"
+remote_model = "nobody"
+api_key_env = "FAR_KEY"
+"""
+
+
+@pytest.fixture
+def with_file(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("FAR_KEY", "sk-far")
+    import tomllib
+
+    settings.STELLARCHAT_MODELS = models_file.parse(
+        tomllib.loads(FILE),
+        where="models.toml",
+        env={"FAR_KEY": "sk-far"},
+        folders=(ROOT,),
+        max_new_tokens_limit=1024,
+    )
+    monkeypatch.setattr(registry, "_instances", {})
+    return settings.STELLARCHAT_MODELS
+
+
+def test_without_a_file_the_one_model_keeps_its_name(settings: Any) -> None:
+    settings.STELLARCHAT_MODELS = None
+    settings.STELLARCHAT_BACKEND = "test"
+    assert registry.model_name() == registry.default_name() == "stellarchat-test"
+    assert list(registry.models()) == ["stellarchat-test"]
+    assert registry.backend().name == "test"
+
+
+def test_with_a_file_each_model_has_its_own_backend(with_file: Any) -> None:
+    assert list(registry.models()) == ["mini", "echo", "far"]
+    assert registry.model_name() == "echo"
+    mini, far, echo = registry.backend("mini"), registry.backend("far"), registry.backend()
+    assert registry.backend("mini") is mini and mini is not far
+    assert mini.config["model"] == str(ROOT / "inference/bundled/stellarbyte-mini")
+    assert mini.config["max_batch"] == 4 and not mini.ready  # made, not loaded
+    assert far.url == "http://127.0.0.1:9/v1" and far.model == "nobody"
+    assert far.api_key == "sk-far"  # read from the variable the file names
+    assert echo.name == "test"
+    with pytest.raises(registry.BackendError, match="no model named 'gone'"):
+        registry.backend("gone")
+
+
+@pytest.mark.django_db
+def test_manage_models_lists_and_checks_each_for_real(with_file: Any) -> None:
+    from django.core.cache import cache
+
+    cache.set(heartbeat.model_key("echo"), time.time(), 30)  # a worker has it loaded
+    out = io.StringIO()
+    call_command("models", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["name", "label", "backend", "where", "groups", "loaded"]
+    echo = next(line for line in lines if line.startswith("echo"))
+    assert "(default)" in echo and "research" in echo and echo.endswith("worker")
+    mini = next(line for line in lines if line.startswith("mini"))
+    assert "StellarByte mini" in mini and "stellarbyte-mini" in mini and mini.endswith("no")
+
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 of 3 failed: far"):
+        call_command("models", "--check", stdout=out)
+    text = out.getvalue()
+    assert "mini: ok" in text and "echo: ok" in text
+    assert "far: FAILED cannot reach the model server" in text
+    registry.backend("mini").close()
