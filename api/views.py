@@ -28,7 +28,7 @@ from api.schema import ApiError
 from chat import actions, limits, replies, selectors, services, streams
 from chat.consumers import is_broker_outage
 from chat.models import Conversation, Message
-from inference.registry import model_name
+from inference import registry
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,31 @@ async def models(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     try:
-        await authenticate(request)
+        key = await authenticate(request)
     except ApiError as exc:
         return error_response(exc)
-    entry = {"id": model_name(), "object": "model", "created": STARTED, "owned_by": "stellarchat"}
-    return JsonResponse({"object": "list", "data": [entry]})
+    usable = await database_sync_to_async(registry.usable)(key.user)  # the key owner's
+    data = [
+        {"id": spec.name, "object": "model", "created": STARTED, "owned_by": "stellarchat"}
+        for spec in usable
+    ]
+    return JsonResponse({"object": "list", "data": data})
+
+
+def _choose(user: Any, name: str) -> str:
+    """The model ``name`` if ``user`` may use it; 404 ``model_not_found`` for one that does not
+    exist and for one they may not use alike, as OpenAI answers."""
+    try:
+        return registry.choose(user, name)
+    except registry.UnknownModel:
+        yours = ", ".join(f"'{spec.name}'" for spec in registry.usable(user)[:10])
+        raise ApiError(
+            404,
+            f"the model '{name[:100]}' does not exist or you do not have access to it; "
+            f"GET /v1/models lists yours: {yours}",
+            code="model_not_found",
+            param="model",
+        ) from None
 
 
 @csrf_exempt
@@ -114,15 +134,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             max_chars=settings.STELLARCHAT_MAX_MESSAGE_CHARS,
             max_new_tokens_limit=settings.STELLARCHAT_MAX_NEW_TOKENS,
         )
-        model = model_name()
-        if req.model != model:
-            raise ApiError(
-                404,
-                f"the model '{req.model[:100]}' does not exist here; GET /v1/models lists "
-                f"'{model}'",
-                code="model_not_found",
-                param="model",
-            )
+        model = await database_sync_to_async(_choose)(key.user, req.model)
         rate = await limits.hit_message_rate(key.user_id)
         conversation, reply = await database_sync_to_async(services.api_completion_start)(
             owner=key.user,

@@ -21,12 +21,12 @@ from django.conf import settings
 from chat import limits, replies, selectors, services, streams
 from chat.models import Conversation, Message
 from chat.protocol import Frame, ProtocolError
-from inference.registry import Result, model_name
+from inference import registry
+from inference.registry import Result
 from stellarchat import layers
 
 logger = logging.getLogger(__name__)
 
-INFERENCE_CHANNEL = "inference"
 STOP_GRACE = 1.5  # seconds the worker gets to end a stopped reply itself
 
 Join = Callable[[str], Awaitable[None]]
@@ -99,16 +99,19 @@ async def start_reply(
         "conversation": conv,
         "message": msg,
         "replaces": str(reply.replaces_id) if reply.replaces_id else None,
+        "model": reply.model_name,
     }
     job = replies.Job(
         conversation=conv,
         message=msg,
         options={**conversation.options, **options},  # as the worker merges them
         turns=turns,
+        model=reply.model_name,
     )
     events = [*announce, (streams.conversation_group(conv), started)]
+    channel = registry.channel(reply.model_name)  # the workers that serve its model
     try:
-        await layers.send_in_order(layer, events, INFERENCE_CHANNEL, job.as_message())
+        await layers.send_in_order(layer, events, channel, job.as_message())
     except ChannelFull:
         result = Result(
             finish_reason="error",
@@ -126,20 +129,24 @@ async def send(
         conversation = await owned(user, frame)
         return await _begin(
             frame,
+            user=user,
             conversation=conversation,
             layer=layer,
             join=join,
             action=services.reply_request,
             options=frame.options,
+            model=frame.model,
             content=frame.content,
         )
     # A new conversation: created together with its first turn, or not at all.
     try:
         conversation, user_turn, reply = await _start_conversation(
-            user, frame.content, api_key=api_key
+            user, frame.content, api_key=api_key, model=frame.model
         )
     except limits.RateLimited as exc:
         raise rate_limited(exc, frame) from None
+    except registry.UnknownModel:
+        raise unknown_model(frame) from None
     # A program's conversation is not announced to the person's browser tabs (it stays out of
     # their sidebar): only the sockets following it hear of it.
     # client_id: the tab that sent it adopts the conversation; the person's other tabs (on an
@@ -175,16 +182,26 @@ async def send(
     return []
 
 
+def unknown_model(frame: Frame) -> ProtocolError:
+    """The same answer for a model that does not exist and one the person may not use."""
+    return ProtocolError(
+        "unknown_model",
+        f"no model named {frame.model!r} is available to you",
+        client_id=frame.client_id,
+    )
+
+
 @database_sync_to_async
 def _start_conversation(
-    user: Any, content: str, *, api_key: Any
+    user: Any, content: str, *, api_key: Any, model: str | None
 ) -> tuple[Conversation, Message, Message]:
     """The user's defaults and the new conversation in one trip to the database thread."""
+    chosen = registry.choose(user, model)  # before anything is saved
     prefs = selectors.preferences_for(user=user)
     return services.conversation_start(
         owner=user,
         content=content,
-        model_name=model_name(),
+        model_name=chosen,
         system_prompt=prefs.system_prompt,
         options=prefs.options,
         api_key=api_key,
@@ -198,6 +215,7 @@ async def regenerate(
     conversation = await owned(user, frame)
     return await _begin(
         frame,
+        user=user,
         conversation=conversation,
         layer=layer,
         join=join,
@@ -213,6 +231,7 @@ async def edit(
     conversation = await owned(user, frame)
     return await _begin(
         frame,
+        user=user,
         conversation=conversation,
         layer=layer,
         join=join,
@@ -226,11 +245,13 @@ async def edit(
 async def _begin(
     frame: Frame,
     *,
+    user: Any,
     conversation: Conversation,
     layer: Any,
     join: Join,
     action: Callable[..., tuple[Message, Message]],
     options: dict[str, Any] | None = None,
+    model: str | None = None,
     announce_user_turn: bool = True,
     nothing: str = "no user turn to answer",
     **fields: Any,
@@ -239,8 +260,10 @@ async def _begin(
     errors, then join the conversation, announce the user turn and start streaming."""
     try:
         user_turn, reply, turns = await _start(
-            action, conversation=conversation, model_name=model_name(), **fields
+            action, user=user, conversation=conversation, model=model, **fields
         )
+    except registry.UnknownModel:
+        raise unknown_model(frame) from None
     except services.ConversationBusy:
         raise ProtocolError(
             "busy", "a reply is already streaming in this conversation", client_id=frame.client_id
@@ -264,11 +287,20 @@ async def _begin(
 
 @database_sync_to_async
 def _start(
-    action: Callable[..., tuple[Message, Message]], **fields: Any
+    action: Callable[..., tuple[Message, Message]],
+    *,
+    user: Any,
+    conversation: Conversation,
+    model: str | None,
+    **fields: Any,
 ) -> tuple[Message, Message, list[dict[str, str]] | None]:
-    """A reply-starting service, then the context its reply answers (None when too long for
-    the job), in one trip to the database thread."""
-    user_turn, reply = action(**fields)
+    """The model (``model`` asked for switches the conversation to it from this turn on), a
+    reply-starting service, then the context its reply answers (None when too long for the
+    job), in one trip to the database thread."""
+    chosen = registry.choose(user, model, current=conversation.model_name)
+    user_turn, reply = action(conversation=conversation, model_name=chosen, **fields)
+    if model is not None:
+        services.conversation_set_model(conversation=conversation, model_name=chosen)
     turns = selectors.context_turns(message=reply, max_chars=replies.JOB_TURNS_MAX_CHARS)
     return user_turn, reply, turns
 

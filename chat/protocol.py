@@ -21,6 +21,7 @@ ERROR_CODES = (
     "busy",
     "too_long",
     "invalid_option",
+    "unknown_model",
     "rate_limited",
     "inference_unavailable",
     "internal",
@@ -65,6 +66,7 @@ class Frame:
     message: uuid.UUID | None = None
     client_id: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # chat.send: the model from this turn on (None: keep it)
 
 
 def _invalid(detail: str, client_id: str | None = None) -> ProtocolError:
@@ -153,7 +155,10 @@ def parse_frame(text: str | None, *, max_chars: int, max_new_tokens_limit: int) 
             parse_options(options, max_new_tokens_limit=max_new_tokens_limit)
         except OptionError as exc:
             raise ProtocolError("invalid_option", str(exc), client_id=cid) from None
-        return Frame(kind, conversation, content, client_id=cid, options=options or {})
+        model = data.get("model")
+        if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 200):
+            raise _invalid("'model' must be a model's name (see /v1/models)", cid)
+        return Frame(kind, conversation, content, client_id=cid, options=options or {}, model=model)
     if kind in ("chat.stop", "chat.regenerate", "chat.subscribe"):
         return Frame(kind, _uuid(data, "conversation", nullable=False, cid=cid), client_id=cid)
     if kind == "chat.edit":

@@ -68,6 +68,7 @@ class Job:
     options: dict[str, Any]
     turns: list[dict[str, str]] | None = None
     request_id: str = field(default_factory=logs.request_id.get)
+    model: str = ""  # the registry's name; "" (a job from an older web process): the default
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Job:
@@ -76,6 +77,7 @@ class Job:
             message=str(uuid.UUID(str(message["message"]))),
             options=dict(message.get("options") or {}),
             turns=_job_turns(message.get("turns")),
+            model=str(message.get("model") or "")[:200],
             request_id=logs.new_request_id(message.get("request_id")),
         )
 
@@ -89,6 +91,8 @@ class Job:
         }
         if self.turns is not None:
             message["turns"] = self.turns
+        if self.model:
+            message["model"] = self.model
         return message
 
 
@@ -259,16 +263,23 @@ async def _generate(
     verified: asyncio.Future[bool] | None = None,
 ) -> None:
     turns, conversation_options = reading  # the watcher beats from below
+    spec = registry.get(job.model or registry.default_name())
     try:
+        if spec is None:
+            raise registry.BackendError(f"the model {job.model!r} is no longer served here")
+        backend = registry.backend(spec.name)
         options = parse_options(
-            {**conversation_options, **job.options},
+            {**spec.options, **conversation_options, **job.options},  # the model's under
             max_new_tokens_limit=settings.STELLARCHAT_MAX_NEW_TOKENS,
         )
-    except OptionError as exc:
+    except (OptionError, registry.BackendError) as exc:
         if verified is None or await verified:  # not another worker's, nor ended
-            result = Result(finish_reason="error", error_code="invalid_option", error=str(exc))
+            code = "invalid_option" if isinstance(exc, OptionError) else "inference_unavailable"
+            result = Result(finish_reason="error", error_code=code, error=str(exc))
             await finish(job, layer=layer, text="", result=result)
         return
+    if spec.system_prompt and not (turns and turns[0].get("role") == "system"):
+        turns = [{"role": "system", "content": spec.system_prompt}, *turns]  # the model's own
 
     cancel = threading.Event()
     state = _ReplyState(job=job, layer=layer)
@@ -279,7 +290,6 @@ async def _generate(
         started.set()
         tracker.started()
 
-    backend = registry.backend()
     stall = max(
         float(settings.STELLARCHAT_STREAM_TIMEOUT), float(getattr(backend, "stall_timeout", 0))
     )
@@ -556,7 +566,7 @@ async def announce_title(layer: Any, conversation: str, title: str, owner_id: in
 def _streaming_rows() -> list[dict[str, Any]]:
     return list(
         Message.objects.filter(status=Message.Status.STREAMING).values(
-            "id", "conversation_id", "created_at", "content"
+            "id", "conversation_id", "created_at", "content", "model_name"
         )
     )
 
@@ -596,7 +606,8 @@ async def sweep(layer: Any, *, now: float | None = None) -> int:
                 "the inference worker stopped answering; the reply so far is kept"
                 if started
                 else f"no inference worker took this reply within {timeout:g} s (the server is "
-                "busy or no worker is running); please try again"
+                f"busy or no worker serving the model {row['model_name']!r} is running); "
+                "please try again"
             ),
         )
         await finish(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.cache import cache
@@ -23,28 +24,29 @@ def model_key(name: str) -> str:
     return f"{READY_KEY}:{name}"
 
 
-async def beat(backend: Any, name: str | None = None) -> None:
-    """One beat: "a worker is alive", and "its model is loaded" (also under the model's own
-    key, ``name``) if it is. Also called the moment the model has loaded, so /readyz says so
-    at once rather than on the next beat."""
+async def beat(backends: Mapping[str, Any]) -> None:
+    """One beat: "a worker is alive", and for each of ``backends`` (model name: backend)
+    whose model is loaded, "this model is loaded" (and "a model is loaded", for /readyz).
+    Also called the moment a model has loaded, so /readyz says so at once rather than on the
+    next beat."""
     try:
         now = time.time()
         await cache.aset(ALIVE_KEY, now, int(FRESH * 3))
-        if getattr(backend, "ready", True):
+        ready = {name: now for name, b in backends.items() if getattr(b, "ready", True)}
+        if ready:
             await cache.aset(READY_KEY, now, int(FRESH * 3))
-            if name is not None:
-                await cache.aset(model_key(name), now, int(FRESH * 3))
+            await cache.aset_many({model_key(n): t for n, t in ready.items()}, int(FRESH * 3))
     except Exception as exc:  # the cache (Redis) may be down: keep trying
         logger.warning("worker heartbeat failed: %s", exc)
 
 
 async def beat_forever(
-    backend: Any, *, name: str | None = None, stop: asyncio.Event | None = None
+    backends: Callable[[], Mapping[str, Any]], *, stop: asyncio.Event | None = None
 ) -> None:
     """Every INTERVAL seconds, until ``stop`` is set (a draining worker takes no new job, so
     it no longer says it is there)."""
     while stop is None or not stop.is_set():
-        await beat(backend, name)
+        await beat(backends())
         await asyncio.sleep(INTERVAL)
 
 

@@ -71,7 +71,11 @@ async def warm_up(stop: asyncio.Event | None = None) -> None:
     from inference import registry
     from inference.runner import run_on_inference_thread
 
-    backend = registry.backend()
+    served = registry.served_here()
+    if not served:
+        return
+    name = registry.default_name() if registry.default_name() in served else served[0]
+    backend = registry.backend(name)
     load = getattr(backend, "load", None)
     if load is None:
         return
@@ -83,7 +87,7 @@ async def warm_up(stop: asyncio.Event | None = None) -> None:
     if stop is None or not stop.is_set():
         from inference.heartbeat import beat
 
-        await beat(backend, registry.default_name())  # ready now: /readyz need not wait
+        await beat({name: backend})  # ready now: /readyz need not wait for the next beat
 
 
 def start_background(layer: Any, *, inference: bool, stop: asyncio.Event | None = None) -> None:
@@ -93,11 +97,32 @@ def start_background(layer: Any, *, inference: bool, stop: asyncio.Event | None 
 
     _background(sweep_forever(layer))
     if inference:
-        from inference import registry
         from inference.heartbeat import beat_forever
 
         _background(warm_up(stop))
-        _background(beat_forever(registry.backend(), name=registry.default_name(), stop=stop))
+        _background(beat_forever(served_backends, stop=stop))
+
+
+def served_backends() -> dict[str, Any]:
+    """This process's backends, by model name (made, not loaded: a model loads on first use)."""
+    from inference import registry
+
+    return {name: registry.backend(name) for name in registry.served_here()}
+
+
+class InferenceChannels:
+    """The worker's router: every model's channel (``inference``, ``inference.<model>...``:
+    inference/registry.py) goes to the one inference consumer; the models a worker serves
+    decide which channels it listens on, not this."""
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        channel = scope.get("channel", "")
+        if channel != "inference" and not channel.startswith("inference."):
+            raise ValueError(f"no route for channel {channel!r}")
+        return await self.application(scope, receive, send)
 
 
 class InferenceWorker(Worker):
@@ -229,8 +254,12 @@ def ensure_local_services(layer: Any) -> None:
     if embedded():
         from channels.routing import get_default_application
 
+        from inference import registry
+
         worker = InferenceWorker(
-            application=get_default_application(), channels=["inference"], channel_layer=layer
+            application=get_default_application(),
+            channels=registry.inference_channels(),  # embedded: it serves every model
+            channel_layer=layer,
         )
         _embedded.append(worker)
         _background(worker.arun())

@@ -14,7 +14,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stellarchat.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddleware  # noqa: E402
-from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -23,7 +23,7 @@ from api.auth import BearerKeyOrSession  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.socket_limits import FullPersonGate, HandshakeThrottle  # noqa: E402
 from chat.throttle import address_from  # noqa: E402
-from inference.worker import InferenceConsumer  # noqa: E402
+from inference.worker import InferenceChannels, InferenceConsumer  # noqa: E402
 from stellarchat import wsserver  # noqa: E402
 
 # daphne's WebSocket side: frames per socket, a bound on each socket's unsent data, server
@@ -55,7 +55,8 @@ application = ProtocolTypeRouter(
             )
         ),
         # The inference worker (runworker inference, or embedded in the web process).
-        "channel": ChannelNameRouter({"inference": InferenceConsumer.as_asgi()}),
+        # Each model's jobs come on its own channel (inference/registry.py): one consumer.
+        "channel": InferenceChannels(InferenceConsumer.as_asgi()),
     }
 )
 

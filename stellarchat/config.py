@@ -283,6 +283,7 @@ class Config:
     ws_handshakes_per_minute: int
     ws_send_buffer_kb: int
     models_file: Any = None  # inference.models_file.ModelsFile, or None: one model as before
+    worker_models: list[str] | None = None  # the models a worker serves (None: all)
 
 
 def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -358,6 +359,18 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
             )
         except models_file.ModelsFileError as exc:
             raise ConfigError(f"STELLARCHAT_MODELS_FILE {exc}") from None
+    worker_models = env_list(env, "STELLARCHAT_WORKER_MODELS", []) or None
+    if worker_models:
+        if models is None:
+            raise ConfigError(
+                "STELLARCHAT_WORKER_MODELS names models of STELLARCHAT_MODELS_FILE; set that too"
+            )
+        for name in worker_models:
+            if name not in models.models:
+                raise ConfigError(
+                    f"STELLARCHAT_WORKER_MODELS names {name[:80]!r}, which is not a model of "
+                    f"{models_path} (its models: {', '.join(models.models)})"
+                )
 
     return Config(
         debug=debug,
@@ -407,6 +420,7 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         ws_handshakes_per_minute=env_int(env, "STELLARCHAT_WS_HANDSHAKES_PER_MINUTE", 60),
         ws_send_buffer_kb=env_int(env, "STELLARCHAT_WS_SEND_BUFFER_KB", 1024),
         models_file=models,
+        worker_models=worker_models,
         log_level=env_choice(
             env, "DJANGO_LOG_LEVEL", "info", LOG_LEVEL_RE, "debug, info, warning, error, critical"
         ).upper(),

@@ -113,7 +113,8 @@ if CONFIG.redis_url:
                 # under load: tests/deploy/test_layer_capacity.py). 5,000 x ~0.3 KB at most
                 # per process; messages still expire after 60 s.
                 "capacity": 5000,
-                "channel_capacity": {"inference": 1000},  # jobs queued before "queue full"
+                # Jobs queued before "queue full", per model ("inference.<model>...": a glob).
+                "channel_capacity": {"inference": 1000, "inference.*": 1000},
             },
         }
     }
@@ -240,6 +241,8 @@ STELLARCHAT_MODEL = CONFIG.model
 # The models file (STELLARCHAT_MODELS_FILE) as read and checked at start, or None: one model
 # from the variables above (inference/registry.py).
 STELLARCHAT_MODELS = CONFIG.models_file
+# The models a `runworker inference` process serves (STELLARCHAT_WORKER_MODELS; None: all).
+STELLARCHAT_WORKER_MODELS = CONFIG.worker_models
 STELLARCHAT_ALLOW_SIGNUP = CONFIG.allow_signup
 STELLARCHAT_MAX_NEW_TOKENS = CONFIG.max_new_tokens
 STELLARCHAT_DEVICE = CONFIG.device

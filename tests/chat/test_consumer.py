@@ -568,7 +568,9 @@ async def test_sweeper_tells_a_reply_no_worker_took_from_one_whose_worker_died(
     watcher = await connect(user)
     await watcher.send({"type": "chat.subscribe", "conversation": str(conv.pk)})
     await watcher.recv()
-    _, queued = await database_sync_to_async(services.reply_request)(conversation=conv, content="a")
+    _, queued = await database_sync_to_async(services.reply_request)(
+        conversation=conv, content="a", model_name="big"
+    )
     assert not await streams.claimed(queued.pk)
     first_seen = queued.created_at.timestamp() + 5  # no heartbeat: the clock starts here
     assert await replies.sweep(get_channel_layer(), now=first_seen) == 0
@@ -576,6 +578,7 @@ async def test_sweeper_tells_a_reply_no_worker_took_from_one_whose_worker_died(
     error = only(await watcher.until("stream.end"), "error")
     assert error["code"] == "inference_unavailable"
     assert "no inference worker took this reply" in error["detail"]
+    assert "serving the model 'big'" in error["detail"]  # the one nobody serves
     _, taken = await database_sync_to_async(services.reply_request)(conversation=conv, content="b")
     assert await streams.claim(taken.pk)  # a worker took it, then died before any text
     assert await replies.sweep(get_channel_layer(), now=first_seen) == 0

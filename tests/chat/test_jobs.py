@@ -42,7 +42,7 @@ class Recording:
         self.events: list[dict[str, Any]] = []
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
-        if channel == actions.INFERENCE_CHANNEL:
+        if channel.startswith("inference"):
             self.jobs.append(message)
         else:
             await self.layer.send(channel, message)

@@ -18,4 +18,8 @@ class Command(ChannelsRunworker):
                 "runworker needs a shared channel layer: set REDIS_URL (without it, inference "
                 "runs inside the web process and no separate worker is needed)"
             )
+        if options.get("channels") == ["inference"]:  # every model it serves, on its channel
+            from inference import registry
+
+            options["channels"] = registry.inference_channels(registry.served_here())
         super().handle(*args, **options)
