@@ -144,7 +144,7 @@ def worker(env: dict[str, str]) -> Iterator[Service]:
     args = [sys.executable, "manage.py", "runworker", "inference"]
     with service("worker", args, env) as svc:
         if env.get("DJANGO_LOG_LEVEL", "info").lower() in ("debug", "info"):  # it says so at info
-            wait_log(svc, "listening on channel 'inference'")
+            wait_log(svc, "listening on channel 'inference")  # (.<model>...)
         yield svc
 
 
