@@ -123,6 +123,8 @@ def _arguments(spec: ModelSpec) -> dict[str, Any]:
         }
         if spec.max_batch is not None:
             arguments["max_batch"] = spec.max_batch
+        if spec.keep_alive:
+            arguments["keep_alive"] = spec.keep_alive
         return arguments
     if spec.backend == "openai":
         key = os.environ.get(spec.api_key_env, "").strip() if spec.api_key_env else ""

@@ -158,6 +158,7 @@ class _Child:
         self.loaded = threading.Event()  # set when the load succeeded, failed, or it died
         self.load_error: BackendError | None = None
         self.load_seconds: float | None = None
+        self.last_active = time.monotonic()  # a request came or ended (keep_alive)
         name = f"model-process-{self.proc.pid}"
         threading.Thread(target=self._io, name=name, daemon=True).start()
         self.writer.start(name=f"{name}-writer")
@@ -181,6 +182,7 @@ class _Child:
                 emit(self.death_result())
                 return
             self.requests[rid] = _Pending(emit, on_start, cancel)
+            self.last_active = time.monotonic()
         self.send(("generate", rid, [dict(t) for t in turns], options))
 
     def death_result(self) -> Result:
@@ -219,6 +221,7 @@ class _Child:
                 continue
             with self.lock:
                 pending = self.requests.pop(rid) if kind == "r" else self.requests.get(rid)
+                self.last_active = time.monotonic()
             if pending is None:
                 continue
             if kind == "d" or kind == "r":
@@ -295,6 +298,7 @@ class ModelProcessBackend(CallbackStreams):
         dtype: str | None = None,
         trust_remote_code: bool | None = None,
         max_batch: int | None = None,
+        keep_alive: int = 0,
     ) -> None:
         from django.conf import settings
 
@@ -311,8 +315,13 @@ class ModelProcessBackend(CallbackStreams):
             else trust_remote_code,
             "max_batch": settings.STELLARCHAT_MAX_BATCH if max_batch is None else max_batch,
         }
-        self._lock = threading.Lock()
+        # Held while a request registers with the child, so an idle child is never retired
+        # (keep_alive) between a request picking it and registering with it.
+        self._lock = threading.RLock()
         self._child: _Child | None = None
+        self.keep_alive = max(0, int(keep_alive))  # seconds idle before the child exits
+        if self.keep_alive:
+            threading.Thread(target=self._retire_when_idle, daemon=True).start()
 
     @property
     def ready(self) -> bool:
@@ -374,11 +383,35 @@ class ModelProcessBackend(CallbackStreams):
     ) -> None:
         try:
             validate_turns(turns)
-            child = self._running_child()
+            with self._lock:
+                child = self._running_child()
+                child.submit(turns, options, cancel, emit, on_start)
         except BackendError as exc:
             emit(Result(finish_reason="error", error_code=exc.code, error=str(exc)))
-            return
-        child.submit(turns, options, cancel, emit, on_start)
+
+    def _retire_when_idle(self) -> None:
+        """``keep_alive``: a model process without a reply for that long exits and gives its
+        memory (the model, its cache) back; the next request starts a new one. Its thread
+        lives as long as this backend (one per model and process)."""
+        every = min(5.0, max(0.2, self.keep_alive / 4))
+        while True:
+            time.sleep(every)
+            with self._lock:
+                child = self._child
+                if child is None or child.dead or not child.ready:
+                    continue
+                with child.lock:
+                    idle = time.monotonic() - child.last_active
+                    if child.requests or idle < self.keep_alive:
+                        continue
+                self._child = None
+            logger.info(
+                "model %s idle for %.0f s (keep_alive): its model process %d exits",
+                self.display_name,
+                idle,
+                child.proc.pid,
+            )
+            child.stop()
 
 
 def transformers_backend(**kwargs: Any) -> Backend:
@@ -390,4 +423,6 @@ def transformers_backend(**kwargs: Any) -> Backend:
         return ModelProcessBackend(**kwargs)
     from inference.backends.hf import TransformersBackend
 
+    if kwargs.pop("keep_alive", 0):  # a model on a thread lives as long as its process
+        logger.warning("keep_alive needs the model in a process of its own; ignored")
     return TransformersBackend(**kwargs)

@@ -373,3 +373,24 @@ def test_the_first_reply_is_paid_before_the_model_says_loaded(
         assert result.finish_reason in ("stop", "length")
     finally:
         backend.close()
+
+
+def test_keep_alive_ends_an_idle_model_process_and_the_next_request_starts_one(
+    tmp_path: Path,
+) -> None:
+    """``keep_alive`` seconds without a reply: the model process exits (its memory back to
+    the system); the next request starts a new one and is answered as before."""
+    path = tinymodels.build(tmp_path / "m", "llama")
+    backend = ModelProcessBackend(str(path), device="cpu", keep_alive=1)
+    try:
+        backend.load()
+        first = backend.pid
+        assert first is not None
+        text, _ = reply(backend, "hi")
+        assert backend.pid == first
+        wait_until(lambda: not alive(first))
+        assert backend.pid is None and not backend.ready
+        again, result = reply(backend, "hi")  # a new process answers the next request
+        assert again == text and backend.pid not in (None, first)
+    finally:
+        backend.close()
