@@ -16,9 +16,11 @@ reply first asks for it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
+import time
 from typing import Any
 
 from inference import backends as _backends
@@ -39,7 +41,8 @@ __all__ = [
     "choose",
     "default_name",
     "get",
-    "inference_channels",
+    "refresh_providers",
+    "worker_channels",
     "served_here",
     "loaded_by_workers",
     "model_name",
@@ -48,6 +51,7 @@ __all__ = [
     "usable",
 ]
 
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _instances: dict[str, Backend] = {}
 
@@ -77,12 +81,113 @@ def _legacy() -> ModelSpec:
 
 
 def models() -> dict[str, ModelSpec]:
-    """Every model this deployment serves, by name, in the file's order."""
+    """Every model this deployment serves, by name: the file's, in its order, then those its
+    providers list (as last listed: never waits for a provider, ``refresh_providers``)."""
     file = _file()
     if file is None:
         spec = _legacy()
         return {spec.name: spec}
-    return dict(file.models)
+    found = dict(file.models)
+    if file.providers:
+        _start_refresher()
+        for name, spec in _provided.items():
+            found.setdefault(name, spec)  # a model of the file keeps its name
+    return found
+
+
+# --- providers: every model an OpenAI-compatible server lists ----------------------------------
+
+PROVIDER_REFRESH = 60.0  # seconds between two listings of a provider's models
+PROVIDER_TIMEOUT = 5.0
+PROVIDER_MAX_MODELS = 500  # a listing longer than this is cut (and said so)
+_provided: dict[str, ModelSpec] = {}
+_refresher: threading.Thread | None = None
+
+
+def provided_name(prefix: str, model_id: str) -> str | None:
+    """A provider's model id as a registry name: ``prefix`` + the id in lower case, other
+    characters as '-'; None when that is no valid name."""
+    from inference.models_file import NAME_RE
+
+    name = prefix + re.sub(r"[^a-z0-9._/-]", "-", model_id.strip().lower())
+    return name if NAME_RE.fullmatch(name) else None
+
+
+def refresh_providers() -> dict[str, ModelSpec]:
+    """List every provider's models now (blocking: at most ``PROVIDER_TIMEOUT`` a provider).
+    A provider that does not answer keeps its last list, and says why in the log."""
+    import httpx
+
+    global _provided
+    file = _file()
+    if file is None or not file.providers:
+        return {}
+    found = {n: s for n, s in _provided.items() if s.provider not in file.providers}
+    for provider in file.providers.values():
+        key = os.environ.get(provider.api_key_env, "").strip() if provider.api_key_env else ""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            response = httpx.get(
+                f"{provider.url}/models", headers=headers, timeout=PROVIDER_TIMEOUT
+            )
+            response.raise_for_status()
+            listed = response.json()["data"]
+            ids = [str(entry["id"]) for entry in listed if isinstance(entry, dict)]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            logger.warning(
+                "provider %s: listing %s/models failed: %s", provider.name, provider.url, exc
+            )
+            found.update({n: s for n, s in _provided.items() if s.provider == provider.name})
+            continue
+        if len(ids) > PROVIDER_MAX_MODELS:
+            logger.warning(
+                "provider %s lists %d models; the first %d are served",
+                provider.name,
+                len(ids),
+                PROVIDER_MAX_MODELS,
+            )
+        for model_id in ids[:PROVIDER_MAX_MODELS]:
+            name = provided_name(provider.prefix, model_id)
+            if name is None or name in file.models:
+                logger.warning(
+                    "provider %s: model %.100r has no usable name here; skipped",
+                    provider.name,
+                    model_id,
+                )
+                continue
+            found[name] = ModelSpec(
+                name=name,
+                backend="openai",
+                label=model_id,
+                description=provider.description,
+                groups=provider.groups,
+                url=provider.url,
+                remote_model=model_id,
+                api_key_env=provider.api_key_env,
+                provider=provider.name,
+            )
+    _provided = found
+    return dict(found)
+
+
+def _start_refresher() -> None:
+    """Once per process: a thread that lists the providers' models now and every
+    ``PROVIDER_REFRESH`` seconds (a request never waits on a provider)."""
+    global _refresher
+    with _lock:
+        if _refresher is not None:
+            return
+        _refresher = threading.Thread(target=_refresh_forever, name="providers", daemon=True)
+        _refresher.start()
+
+
+def _refresh_forever() -> None:
+    while True:
+        try:
+            refresh_providers()
+        except Exception:  # a bug here must not end the listing for good
+            logger.exception("listing the providers' models failed")
+        time.sleep(PROVIDER_REFRESH)
 
 
 def default_name() -> str:
@@ -168,27 +273,48 @@ def choose(user: Any, name: str | None, *, current: str = "") -> str:
 
 
 def channel(name: str) -> str:
-    """The channel-layer channel a model's jobs go on: the workers that serve it listen there.
-    Without a models file it is ``inference``, as it always was (a web process and a worker of
-    different releases meet there during a rolling upgrade)."""
-    if _file() is None:
+    """The channel-layer channel a model's jobs go on: the workers that serve it listen there
+    (a provider's models share their provider's). Without a models file it is ``inference``,
+    as it always was (a web process and a worker of different releases meet there during a
+    rolling upgrade)."""
+    file = _file()
+    if file is None:
         return "inference"
-    digest = hashlib.sha1(name.encode()).hexdigest()[:10]  # names may hold '/'; channels not
-    return f"inference.{re.sub(r'[^a-z0-9.-]', '-', name)[:60]}.{digest}"
+    if name not in file.models:
+        for provider in sorted(file.providers.values(), key=lambda p: -len(p.prefix)):
+            if name.startswith(provider.prefix):
+                return _channel_of(f"provider:{provider.name}")
+    return _channel_of(name)
+
+
+def _channel_of(key: str) -> str:
+    """A channel name for ``key``: readable, and unique (names may hold '/'; channels not)."""
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return f"inference.{re.sub(r'[^a-z0-9.-]', '-', key)[:60]}.{digest}"
 
 
 def served_here() -> list[str]:
-    """The models this process serves when it generates: ``STELLARCHAT_WORKER_MODELS`` (a
-    worker given some of them: one worker per GPU, say), else all of them."""
+    """The models of the file this process serves when it generates:
+    ``STELLARCHAT_WORKER_MODELS`` (a worker given some of them: one worker per GPU, say),
+    else all of them."""
     from django.conf import settings
 
     only = getattr(settings, "STELLARCHAT_WORKER_MODELS", None) or []
-    return [name for name in models() if not only or name in only]
+    file = _file()
+    names = list(file.models) if file is not None else list(models())
+    return [name for name in names if not only or name in only]
 
 
-def inference_channels(names: list[str] | None = None) -> list[str]:
-    """The channels a worker serving ``names`` (default: every model) listens on."""
-    return list(dict.fromkeys(channel(n) for n in (list(models()) if names is None else names)))
+def worker_channels() -> list[str]:
+    """The channels this process listens on when it generates: those of ``served_here``,
+    and every provider's when it serves every model (``STELLARCHAT_WORKER_MODELS`` unset)."""
+    from django.conf import settings
+
+    file = _file()
+    found = [channel(name) for name in served_here()]
+    if file is not None and not getattr(settings, "STELLARCHAT_WORKER_MODELS", None):
+        found += [_channel_of(f"provider:{name}") for name in file.providers]
+    return list(dict.fromkeys(found))
 
 
 def loaded_by_workers() -> set[str]:

@@ -258,7 +258,7 @@ def ensure_local_services(layer: Any) -> None:
 
         worker = InferenceWorker(
             application=get_default_application(),
-            channels=registry.inference_channels(),  # embedded: it serves every model
+            channels=registry.worker_channels(),  # embedded: it serves every model
             channel_layer=layer,
         )
         _embedded.append(worker)

@@ -94,3 +94,67 @@ def test_manage_models_lists_and_checks_each_for_real(with_file: Any) -> None:
     assert "mini: ok" in text and "echo: ok" in text
     assert "far: FAILED cannot reach the model server" in text
     registry.backend("mini").close()
+
+
+PROVIDED = """
+[models.mini]
+backend = "test"
+[providers.up]
+url = "{url}"
+api_key_env = "UP_KEY"
+prefix = "up/"
+groups = ["research"]
+"""
+
+
+def test_a_provider_s_listed_models_are_served_under_its_prefix(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every model an OpenAI-compatible server lists at GET /models, named ``prefix`` + its
+    id (lower case), replies through it with the key from the variable the file names; a
+    listing that fails keeps the last one; a model of the file keeps its name."""
+    import tomllib
+
+    from tests.inference.test_remote_backend import DONE, Reply, Upstream, delta
+
+    server = Upstream()
+    try:
+        server.models = [{"id": "Qwen/Qwen2.5-7B-Instruct"}, {"id": "m"}, {"id": "bad name!" * 20}]
+        server.reply = Reply(steps=[delta("from "), delta("upstream", "stop"), DONE])
+        monkeypatch.setenv("UP_KEY", "sk-up")
+        settings.STELLARCHAT_MODELS = models_file.parse(
+            tomllib.loads(PROVIDED.format(url=server.url)),
+            where="models.toml",
+            env={"UP_KEY": "sk-up"},
+            max_new_tokens_limit=64,
+        )
+        monkeypatch.setattr(registry, "_instances", {})
+        monkeypatch.setattr(registry, "_provided", {})
+        monkeypatch.setattr(registry, "_refresher", object())  # no background thread here
+        assert list(registry.models()) == ["mini"]  # not listed yet: nothing waits
+        listed = registry.refresh_providers()
+        assert list(listed) == ["up/qwen/qwen2.5-7b-instruct", "up/m"]
+        spec = registry.get("up/qwen/qwen2.5-7b-instruct")
+        assert spec is not None and spec.remote_model == "Qwen/Qwen2.5-7B-Instruct"
+        assert spec.groups == ("research",) and spec.label == "Qwen/Qwen2.5-7B-Instruct"
+        assert registry.channel("up/m") == registry.channel("up/anything")  # the provider's
+        assert registry.channel("up/m") != registry.channel("mini")
+        assert registry.channel("up/m") in registry.worker_channels()
+
+        from inference.options import GenerationOptions
+
+        items = list(
+            registry.backend("up/m").stream(
+                [{"role": "user", "content": "hi"}], GenerationOptions()
+            )
+        )
+        assert "".join(i for i in items if isinstance(i, str)) == "from upstream"
+        asked = [r for r in server.requests if r.path == "/v1/chat/completions"][-1]
+        assert asked.body["model"] == "m" and asked.headers["authorization"] == "Bearer sk-up"
+        listing = [r for r in server.requests if r.path == "/v1/models"][0]
+        assert listing.headers["authorization"] == "Bearer sk-up"
+
+        server.models_status = 500  # the provider fails: its last list stays
+        assert list(registry.refresh_providers()) == ["up/qwen/qwen2.5-7b-instruct", "up/m"]
+    finally:
+        server.close()

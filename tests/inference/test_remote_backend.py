@@ -91,6 +91,7 @@ class Upstream:
     def __init__(self) -> None:
         self.reply = Reply(steps=[delta("ok", "stop"), DONE])
         self.models_status = 200
+        self.models: list[Any] = [{"id": "m"}]  # what GET /v1/models lists
         self.requests: list[Seen] = []
         self.disconnects: list[float] = []  # monotonic times a client left mid-reply
         self.in_flight = self.most_in_flight = 0  # chat-completions replies being sent
@@ -149,7 +150,7 @@ class Upstream:
 
             watcher = asyncio.create_task(watch())
             if method == "GET" and path == "/v1/models":
-                reply = error_reply(self.models_status, {"data": [{"id": "m"}]})
+                reply = error_reply(self.models_status, {"data": self.models})
             elif method == "POST" and path == "/v1/chat/completions":
                 reply = self.reply
             else:

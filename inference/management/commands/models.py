@@ -33,6 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--tokens", type=int, default=4, help="tokens each check generates")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        registry.refresh_providers()  # the providers' models as they list them now
         models = registry.models()
         default = registry.default_name()
         loaded = registry.loaded_by_workers()

@@ -21,5 +21,5 @@ class Command(ChannelsRunworker):
         if options.get("channels") == ["inference"]:  # every model it serves, on its channel
             from inference import registry
 
-            options["channels"] = registry.inference_channels(registry.served_here())
+            options["channels"] = registry.worker_channels()
         super().handle(*args, **options)
