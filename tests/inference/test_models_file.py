@@ -180,3 +180,11 @@ def test_files_that_are_not_models_files(tmp_path: Path) -> None:
     deep = "x = " + "[" * 100_000 + "]" * 100_000 + "\n" + MINI
     with pytest.raises(ModelsFileError, match="nested too deep"):
         read(tmp_path, deep)
+
+
+def test_the_example_in_docs_models_md_reads(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "models.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    parsed = read(tmp_path, example, env={"QWEN_API_KEY": "k", "VLLM_API_KEY": "k"})
+    assert list(parsed.models) == ["mini", "qwen"] and list(parsed.providers) == ["vllm"]
+    assert parsed.models["mini"].keep_alive == 600
