@@ -196,8 +196,9 @@ def _start_conversation(
     user: Any, content: str, *, api_key: Any, model: str | None
 ) -> tuple[Conversation, Message, Message]:
     """The user's defaults and the new conversation in one trip to the database thread."""
-    chosen = registry.choose(user, model)  # before anything is saved
     prefs = selectors.preferences_for(user=user)
+    # Before anything is saved: the model asked for, else the person's default while theirs.
+    chosen = registry.choose(user, model, current=prefs.default_model)
     return services.conversation_start(
         owner=user,
         content=content,

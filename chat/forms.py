@@ -31,6 +31,11 @@ class PreferencesForm(forms.Form):
     language = forms.ChoiceField(
         label=_("Language"), choices=Preferences.Language.choices, required=False
     )
+    default_model = forms.ChoiceField(
+        label=_("Default model"),
+        required=False,
+        help_text=_("For new conversations; each conversation can pick its own."),
+    )
     system_prompt = forms.CharField(
         label=_("Default system prompt"),
         required=False,
@@ -50,6 +55,19 @@ class PreferencesForm(forms.Form):
     )
 
     OPTION_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens")
+
+    def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from inference import registry
+
+        # Only models this person may use: a restricted name posted by hand is refused.
+        usable = registry.usable(user)
+        if len(usable) < 2:  # nothing to choose between
+            del self.fields["default_model"]
+            return
+        choices = [("", _("The server's default"))]
+        choices += [(s.name, s.label or s.name) for s in usable]
+        self.fields["default_model"].choices = choices
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -150,6 +150,8 @@ class Preferences(models.Model):
     language = models.CharField(max_length=16, choices=Language.choices, default="", blank=True)
     system_prompt = models.TextField(_("default system prompt"), blank=True)
     options = models.JSONField(_("default generation options"), default=dict, blank=True)
+    # A registry name (inference/registry.py); blank, or no longer served: the server's default.
+    default_model = models.CharField(_("default model"), max_length=200, blank=True)
 
     def __str__(self) -> str:
         return f"preferences of {self.user}"

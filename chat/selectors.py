@@ -187,3 +187,25 @@ def message_window(
     rows = list(qs.order_by("-position")[: limit + 1])
     has_more = len(rows) > limit
     return list(reversed(rows[:limit])), has_more
+
+
+def model_picker(*, user: Any, conversation: Conversation | None) -> dict[str, Any]:
+    """The models ``user`` may pick (name, label, description) and the one picked: the
+    conversation's, or for a new chat their default model, while they may still use it (else
+    the server's default)."""
+    from inference import registry
+
+    if conversation is not None:
+        current = conversation.model_name
+    else:
+        current = preferences_for(user=user).default_model
+    usable = registry.usable(user)
+    picked = registry.choose(user, None, current=current)
+    return {
+        "models": [
+            {"name": s.name, "label": s.label or s.name, "description": s.description}
+            for s in usable
+        ],
+        "current": picked,
+        "description": next((s.description for s in usable if s.name == picked), ""),
+    }

@@ -62,6 +62,7 @@ def _page(request: HttpRequest, conversation: Conversation | None, **extra: Any)
         "conversation": conversation,
         "sidebar": _sidebar(request, archived=bool(extra.pop("archived_view", False))),
         "max_chars": settings.STELLARCHAT_MAX_MESSAGE_CHARS,
+        "picker": selectors.model_picker(user=request.user, conversation=conversation),
         **extra,
     }
     if conversation is not None:
@@ -200,16 +201,18 @@ def preferences(request: HttpRequest) -> HttpResponse:
     initial = {
         "theme": prefs.theme,
         "language": prefs.language,
+        "default_model": prefs.default_model,
         "system_prompt": prefs.system_prompt,
         **prefs.options,
     }
-    form = PreferencesForm(request.POST or None, initial=initial)
+    form = PreferencesForm(request.POST or None, initial=initial, user=request.user)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         services.preferences_update(
             user=request.user,
             theme=data["theme"],
             language=data["language"],
+            default_model=data.get("default_model", prefs.default_model),
             system_prompt=data["system_prompt"],
             options=data["options"],
         )

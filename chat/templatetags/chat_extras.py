@@ -16,3 +16,12 @@ def markdown(value: object) -> SafeString:
     if value is None:
         return SafeString("")
     return render_markdown(str(value))
+
+
+@register.filter
+def model_label(name: str) -> str:
+    """A model's label for people (its name when the registry no longer has it)."""
+    from inference import registry
+
+    spec = registry.get(name) if name else None
+    return (spec.label or spec.name) if spec is not None else name

@@ -21,6 +21,15 @@
   const sendButton = $("#send");
   const errorBox = $("#composer-error");
   const status = $("#connection");
+  const picker = $("#model-picker"); // only when the person may pick among several models
+  const pickerNote = $("#model-description");
+  // The model a message goes to: the picker's (the server switches the conversation to it),
+  // or none (the conversation's own).
+  const model = () => (picker ? picker.value : undefined);
+  const labelOf = (name) => {
+    const option = picker && Array.prototype.find.call(picker.options, (o) => o.value === name);
+    return option ? option.textContent : name || t("assistant");
+  };
 
   let conversation = app.dataset.conversation || null;
   let socket = null; // htmx ws extension's socket wrapper
@@ -49,7 +58,7 @@
     status.textContent = t(state);
   };
 
-  function bubble(id, role, text) {
+  function bubble(id, role, text, by) {
     const li = document.createElement("li");
     li.className = "message message-" + role + (role === "assistant" ? " status-streaming" : "");
     li.id = "m-" + id;
@@ -57,7 +66,7 @@
     li.dataset.role = role;
     const who = document.createElement("div");
     who.className = "message-role";
-    who.textContent = role === "user" ? t("you") : t("assistant");
+    who.textContent = role === "user" ? t("you") : labelOf(by);
     const body = document.createElement("div");
     body.className = "message-body";
     const plain = document.createElement("div");
@@ -116,7 +125,13 @@
         const old = document.getElementById("m-" + f.replaces);
         if (old) old.remove();
       }
-      if (!document.getElementById("m-" + f.message)) append(bubble(f.message, "assistant", ""));
+      if (!document.getElementById("m-" + f.message)) {
+        append(bubble(f.message, "assistant", "", f.model));
+      }
+      if (picker && f.model && picker.value !== f.model && labelOf(f.model) !== f.model) {
+        picker.value = f.model; // another tab switched this conversation's model
+        if (pickerNote) pickerNote.textContent = picker.selectedOptions[0].dataset.description;
+      }
       setStreaming(f.message);
     },
     "stream.delta"(f) {
@@ -179,7 +194,10 @@
       // A restarting server acknowledges every frame it took before closing with 1012:
       // a message it did not acknowledge never arrived, so it goes again.
       pending.forEach((content, clientId) => {
-        send({ type: "chat.send", conversation: conversation, content: content, client_id: clientId });
+        send({
+          type: "chat.send", conversation: conversation, content: content, client_id: clientId,
+          model: model(),
+        });
       });
     }
     lastClose = 0;
@@ -220,11 +238,19 @@
     pending.set(clientId, content);
     e.detail.messageBody = JSON.stringify({
       type: "chat.send", conversation: conversation, content: content, client_id: clientId,
+      model: model(),
     });
     input.value = "";
     showError("");
     autosize();
   });
+
+  if (picker) {
+    picker.addEventListener("change", () => {
+      if (pickerNote) pickerNote.textContent = picker.selectedOptions[0].dataset.description;
+      input.focus();
+    });
+  }
 
   // --- composer ---------------------------------------------------------------------------
   function autosize() {

@@ -1,0 +1,135 @@
+"""Picking a model in real Chromium against a live daphne serving two models from a models
+file: the bundled model (the default) and the test backend's echo. The picker says what each
+is, a reply says which model wrote it, a conversation keeps its model and switches on
+request, and Settings hold a person's default model for new chats."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import shot
+from tests.browser.test_chat_ui import PASSWORD, send, wait_done
+from tests.e2e import livedaphne
+
+pytestmark = pytest.mark.slow
+_names = itertools.count()
+
+MODELS = """
+default = "mini"
+[models.mini]
+label = "StellarByte mini"
+backend = "transformers"
+path = "inference/bundled/stellarbyte-mini"
+description = "The small model that ships with StellarChat."
+[models.echo]
+label = "Echo"
+backend = "test"
+description = "Repeats what you say."
+"""
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    folder = Path(tmp_path_factory.mktemp("models-browser"))
+    (folder / "models.toml").write_text(MODELS)
+    env = {
+        "DJANGO_DEBUG": "1",
+        "STELLARCHAT_DATA_DIR": str(folder),
+        "STELLARCHAT_MODELS_FILE": str(folder / "models.toml"),
+        "STELLARCHAT_TEST_BACKEND_DELAY_MS": "20",
+    }
+    with livedaphne.daphne(env) as server:
+        yield server
+
+
+@pytest.fixture
+def page(browser: Any, live: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    page.goto(live.url + "/accounts/signup/")
+    page.fill("#id_username", f"picker{next(_names)}")
+    page.fill("#id_password1", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(live.url + "/")
+    page.wait_for_selector("#connection[data-state=online]")
+    yield page
+    assert not problems, problems
+    context.close()
+
+
+def replies(page: Any) -> list[tuple[str, str]]:
+    """(who wrote it, its text) of every reply on the page."""
+    found = page.eval_on_selector_all(
+        ".message-assistant",
+        "els => els.map(e => [e.querySelector('.message-role').textContent.trim(),"
+        " e.querySelector('.message-body').textContent.trim()])",
+    )
+    return [(who, text) for who, text in found]
+
+
+def test_pick_a_model_switch_mid_conversation_and_see_who_wrote_each_reply(
+    page: Any, live: Any
+) -> None:
+    picker = page.locator("#model-picker")
+    assert picker.input_value() == "mini"  # the server's default
+    labels = page.eval_on_selector_all("#model-picker option", "os => os.map(o => o.textContent)")
+    assert labels == ["StellarByte mini", "Echo"]
+    assert "ships with StellarChat" in page.text_content("#model-description")
+
+    picker.select_option("echo")
+    assert page.text_content("#model-description") == "Repeats what you say."
+    send(page, "hello there")
+    wait_done(page)
+    assert replies(page) == [("Echo", "You said: hello there (turn 1)")]
+    shot(page, "models-echo-reply")
+
+    picker.select_option("mini")  # the same conversation, the next turn by the bundled model
+    send(page, "And what do you say?")
+    wait_done(page, timeout=60_000)
+    (first, second) = replies(page)
+    assert first[0] == "Echo" and second[0] == "StellarByte mini"
+    assert second[1] and not second[1].startswith("You said")
+    shot(page, "models-switched")
+
+    page.reload()  # the page as the server renders it: the conversation's model, each label
+    page.wait_for_selector("#connection[data-state=online]")
+    assert page.locator("#model-picker").input_value() == "mini"
+    assert [who for who, _ in replies(page)] == ["Echo", "StellarByte mini"]
+
+
+def test_settings_hold_a_default_model_for_new_chats(page: Any, live: Any) -> None:
+    page.goto(live.url + "/settings/")
+    options = page.eval_on_selector_all(
+        "#id_default_model option", "os => os.map(o => o.textContent)"
+    )
+    assert options == ["The server's default", "StellarByte mini", "Echo"]
+    page.select_option("#id_default_model", "echo")
+    page.click("button[type=submit]")
+    page.wait_for_selector(".messages, [role=status]", timeout=10_000)
+    shot(page, "models-settings")
+    page.goto(live.url + "/")
+    page.wait_for_selector("#connection[data-state=online]")
+    assert page.locator("#model-picker").input_value() == "echo"
+    send(page, "hi")
+    wait_done(page)
+    assert replies(page) == [("Echo", "You said: hi (turn 1)")]
+
+
+def test_the_picker_at_phone_width(browser: Any, live: Any, page: Any) -> None:
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.reload()
+    page.wait_for_selector("#connection[data-state=online]")
+    box = page.locator("#model-picker").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 390
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # no sideways scroll
+    shot(page, "models-phone")
