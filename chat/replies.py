@@ -264,9 +264,8 @@ async def _generate(
 ) -> None:
     turns, conversation_options = reading  # the watcher beats from below
     spec = registry.get(job.model or registry.default_name())
-    if spec is None and job.model:  # a provider's model this process has not listed yet
-        await asyncio.to_thread(registry.refresh_providers)
-        spec = registry.get(job.model)
+    if spec is None:  # another release's name for the one model, or a provider's not listed
+        spec = await asyncio.to_thread(registry.serving, job.model)
     try:
         if spec is None:
             raise registry.BackendError(f"the model {job.model!r} is no longer served here")

@@ -44,6 +44,7 @@ __all__ = [
     "refresh_providers",
     "worker_channels",
     "served_here",
+    "serving",
     "loaded_by_workers",
     "model_name",
     "may_use",
@@ -122,7 +123,7 @@ def refresh_providers() -> dict[str, ModelSpec]:
     file = _file()
     if file is None or not file.providers:
         return {}
-    found = {n: s for n, s in _provided.items() if s.provider not in file.providers}
+    found: dict[str, ModelSpec] = {}
     for provider in file.providers.values():
         key = os.environ.get(provider.api_key_env, "").strip() if provider.api_key_env else ""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -158,7 +159,7 @@ def refresh_providers() -> dict[str, ModelSpec]:
             found[name] = ModelSpec(
                 name=name,
                 backend="openai",
-                label=model_id,
+                label=f"{model_id} ({provider.label})"[:200] if provider.label else model_id[:200],
                 description=provider.description,
                 groups=provider.groups,
                 url=provider.url,
@@ -198,6 +199,21 @@ def default_name() -> str:
 
 def get(name: str) -> ModelSpec | None:
     return models().get(name)
+
+
+def serving(name: str) -> ModelSpec | None:
+    """The model a job names, as the process that generates it finds it: without a models
+    file, the one model whatever the name (a web process of another release, or another
+    ``STELLARCHAT_MODEL``, may have named it otherwise); with one, the name's (a provider's
+    model this process has not listed yet is looked up now: blocking, call it off the loop),
+    the default's for a job that names none."""
+    if _file() is None:
+        return _legacy()
+    spec = get(name or default_name())
+    if spec is None and name:
+        refresh_providers()
+        spec = get(name)
+    return spec
 
 
 def backend(name: str | None = None) -> Backend:

@@ -158,3 +158,13 @@ def test_a_provider_s_listed_models_are_served_under_its_prefix(
         assert list(registry.refresh_providers()) == ["up/qwen/qwen2.5-7b-instruct", "up/m"]
     finally:
         server.close()
+
+
+def test_without_a_file_a_job_naming_another_model_gets_the_one_model(settings: Any) -> None:
+    """A web process of another release (or started with another STELLARCHAT_MODEL) may name
+    the one model otherwise: the worker answers with the model it has, not an error."""
+    settings.STELLARCHAT_MODELS = None
+    settings.STELLARCHAT_BACKEND = "test"
+    assert registry.get("qwen") is None
+    spec = registry.serving("qwen")
+    assert spec is not None and spec.name == "stellarchat-test"
