@@ -94,7 +94,7 @@ def test_pick_a_model_switch_mid_conversation_and_see_who_wrote_each_reply(
 
     picker.select_option("mini")  # the same conversation, the next turn by the bundled model
     send(page, "And what do you say?")
-    page.wait_for_function("document.querySelectorAll('.message-assistant').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('.message-assistant').length === 2")
     wait_done(page, timeout=60_000)
     (first, second) = replies(page)
     assert first[0] == "Echo" and second[0] == "StellarByte mini"
