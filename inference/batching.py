@@ -687,7 +687,9 @@ class Scheduler:
                     self.cache.remove(row)
                     self.seqs[row] = self.seqs[-1]
                     self.seqs.pop()
-            if self.cache.nbytes > KEEP_SLOTS_BYTES:
+            # Smaller buffers once a long row leaves: new memory over KEEP_SLOTS_BYTES, or
+            # smaller views of the arena (no memory moves; the rows' keys sit closer).
+            if self.cache.in_arena or self.cache.nbytes > KEEP_SLOTS_BYTES:
                 self.cache.shrink()
             return
         self.mask = _keep_rows(self.cache, self.mask, keep)

@@ -669,16 +669,19 @@ def test_requests_arriving_while_prompts_are_part_read_are_all_answered(
     assert texts == alone and most > 1
 
 
-def test_the_cache_never_grows_past_the_batch_and_the_context() -> None:
+@pytest.mark.parametrize("whole", [0, 10**9], ids=["buffers", "arena"])
+def test_the_cache_never_grows_past_the_batch_and_the_context(whole: int) -> None:
     """Rows up to the batch's size, prompts up to the context, thousands of steps with rows
     leaving and joining: the buffers stay within max_rows rows and the context plus room to
-    slide (they once doubled past both, and a busy batch of long conversations kept that)."""
+    slide (they once doubled past both, and a busy batch of long conversations kept that),
+    and every row reads its own keys throughout, shrinking included (new buffers, or views
+    of one arena)."""
     import random
 
     import torch
 
     rng = random.Random(3)
-    slots = mixed.Slots(1, max_rows=6, max_columns=300)
+    slots = mixed.Slots(1, max_rows=6, max_columns=300, whole_bytes=whole)
     rows: list[list[float]] = []
     counter = iter(range(1, 10**7))
 
@@ -707,6 +710,12 @@ def test_the_cache_never_grows_past_the_batch_and_the_context() -> None:
             held.append(value)
         stats = slots.stats()
         assert stats["row_capacity"] <= 6 and stats["column_capacity"] <= 300 + 64 + 256, stats
+        if slots.end % 97 == 0:
+            slots.shrink()
+            keys = slots.keys[0][: slots.rows, 0, :, 0]
+            for r, held in enumerate(rows):
+                assert keys[r, slots.first[r] : slots.end].tolist() == held
+    assert slots.in_arena == bool(whole)
     keys = slots.keys[0][: slots.rows, 0, :, 0]
     for r, held in enumerate(rows):
         assert keys[r, slots.first[r] : slots.end].tolist() == held
@@ -772,30 +781,66 @@ def test_buffers_made_ahead_all_have_the_set_s_shape() -> None:
         slots.advance()
 
 
-def test_a_cache_that_fits_its_limit_is_made_whole_once() -> None:
-    """With ``whole_bytes`` room for the batch size by the context, the first join makes the
-    buffers whole and no later join (more rows, a prompt as long as the context) makes new
-    ones; with less room they grow as the rows need."""
+def test_a_cache_that_fits_its_limit_takes_its_memory_once() -> None:
+    """With ``whole_bytes`` room for the batch size by the context, the first join takes
+    that memory (an arena per layer) and every later buffer is a view of it, as small as the
+    rows need (joins, a prompt as long as the context, shrinking); each row still reads
+    exactly its own keys. With less room the buffers are new tensors, grown as needed."""
     import torch
+
+    rows: list[list[float]] = []
+    counter = iter(range(1, 10**6))
 
     def fill(slots: mixed.Slots, lengths: list[int]) -> None:
         for length in lengths:
-            t = torch.ones(1, 2, length, 4)
+            values = [float(next(counter)) for _ in range(length)]
+            t = torch.tensor(values).view(1, 1, -1, 1).expand(1, 2, -1, 4)
             slots.add({layer: [(t.clone(), -t.clone())] for layer in (0, 1)}, [length])
+            rows.append(values)
+
+    def check(slots: mixed.Slots) -> None:
+        for r, held in enumerate(rows):
+            for layer in (0, 1):
+                keys = slots.keys[layer][r, 1, slots.first[r] : slots.end, 3].tolist()
+                values = slots.values[layer][r, 0, slots.first[r] : slots.end, 2].tolist()
+                assert keys == held and values == [-v for v in held]
 
     per_column_row = 2 * 2 * 2 * 4 * 4  # layers x (keys, values) x heads x size x float32
     whole = 8 * (400 + 64 + 256) * per_column_row
     slots = mixed.Slots(2, max_rows=8, max_columns=400, whole_bytes=whole)
     fill(slots, [3])
-    buffers = list(slots.keys + slots.values)  # held: a new buffer cannot reuse an address
-    assert slots.nbytes == whole and slots.keys[0].shape[0] == 8
+    assert slots.in_arena and slots.nbytes == whole
+    arena = list(slots._arena[0] + slots._arena[1])  # held: an address cannot be reused
+    first_view = slots.keys[0].shape
+    assert first_view[0] < 8 and first_view[2] < 400  # a view as small as the rows need
+
+    def views_of_the_arena() -> bool:
+        mine = [t.untyped_storage().data_ptr() for t in slots.keys + slots.values]
+        return mine == [a.untyped_storage().data_ptr() for a in arena]
+
     fill(slots, [100, 7, 50, 99, 1, 2])
+    check(slots)
     for _ in range(290):  # decode steps (no row past the context): the columns slide
         slots.reserve()
+        column = [float(next(counter)) for _ in rows]
+        new = torch.tensor(column).view(-1, 1, 1, 1).expand(-1, 2, 1, 4)
+        for layer in (0, 1):
+            slots.append(layer, new, -new)
         slots.advance()
+        for held, value in zip(rows, column, strict=True):
+            held.append(value)
     fill(slots, [390])  # a prompt of nearly the context joins the eighth row
-    assert all(a is b for a, b in zip(slots.keys + slots.values, buffers, strict=True))
+    check(slots)
+    assert views_of_the_arena() and slots.nbytes == whole
+    for row in reversed(range(len(rows))):  # every long row leaves, two short ones join
+        slots.remove(row)
+        rows.pop()
+    fill(slots, [5, 6])
+    assert slots.shrink() and slots.keys[0].shape[0] < 8  # a smaller view: keys sit closer
+    check(slots)
+    assert views_of_the_arena() and slots.nbytes == whole
 
+    rows.clear()
     grows = mixed.Slots(2, max_rows=8, max_columns=400, whole_bytes=whole - 1)
     fill(grows, [3])
-    assert grows.nbytes < whole / 2
+    assert not grows.in_arena and grows.nbytes < whole / 2
