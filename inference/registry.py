@@ -125,7 +125,7 @@ def refresh_providers() -> dict[str, ModelSpec]:
         return {}
     found: dict[str, ModelSpec] = {}
     for provider in file.providers.values():
-        key = os.environ.get(provider.api_key_env, "").strip() if provider.api_key_env else ""
+        key = _api_key(provider.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
             response = httpx.get(
@@ -233,6 +233,11 @@ def backend(name: str | None = None) -> Backend:
     return instance
 
 
+def _api_key(variable: str) -> str:
+    """The key in the variable a models file names (read when used: never kept in the file)."""
+    return os.environ.get(variable, "").strip() if variable else ""
+
+
 def _arguments(spec: ModelSpec) -> dict[str, Any]:
     """A backend's own arguments for ``spec`` (plain data: backends never see specs)."""
     if spec.backend == "transformers":
@@ -248,8 +253,7 @@ def _arguments(spec: ModelSpec) -> dict[str, Any]:
             arguments["keep_alive"] = spec.keep_alive
         return arguments
     if spec.backend == "openai":
-        key = os.environ.get(spec.api_key_env, "").strip() if spec.api_key_env else ""
-        return {"url": spec.url, "api_key": key, "model": spec.remote_model}
+        return {"url": spec.url, "api_key": _api_key(spec.api_key_env), "model": spec.remote_model}
     return {}
 
 
