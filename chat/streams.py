@@ -93,12 +93,18 @@ async def cancel_requested(message_id: uuid.UUID | str) -> bool:
 
 
 RETIRED_TTL = 60  # the text of an ended reply stays this long for readers catching up
+# An ended reply's claim stays this long: twice the channel layer's message expiry (60 s), so
+# a job the layer hands out again (channels_redis issue 163) still finds it taken. Kept for
+# STATE_TTL it was most of what Redis grew by in an hour's soak (~140 bytes a reply, 3.8 MB
+# over 22,798 turns, levelling off only after the hour).
+CLAIM_AFTER_END = 120
 
 
 async def clear(message_id: uuid.UUID | str) -> None:
     """A reply ended: drop its live state, but keep its text a minute for readers (an API
     stream, a socket) that missed a delta; the database has it too, unless it is erased."""
     await _cache("touch", _key("stream", message_id), RETIRED_TTL)
+    await _cache("touch", _key("claim", message_id), CLAIM_AFTER_END)
     await _cache("delete_many", [_key(k, message_id) for k in ("hb", "cancel")])
 
 
