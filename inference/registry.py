@@ -192,9 +192,12 @@ def _refresh_forever() -> None:
 
 
 def default_name() -> str:
-    """The model a new conversation gets when nobody picks one."""
+    """The model a new conversation gets when nobody picks one (a file of providers only,
+    without ``default``: the first model they list)."""
     file = _file()
-    return _legacy().name if file is None else str(file.default)
+    if file is None:
+        return _legacy().name
+    return str(file.default) or next(iter(models()), "")
 
 
 def get(name: str) -> ModelSpec | None:

@@ -134,6 +134,7 @@ def test_a_provider_s_listed_models_are_served_under_its_prefix(
         assert list(registry.models()) == ["mini"]  # not listed yet: nothing waits
         listed = registry.refresh_providers()
         assert list(listed) == ["up/qwen/qwen2.5-7b-instruct", "up/m"]
+        assert registry.default_name() == "mini"  # the file's first model
         spec = registry.get("up/qwen/qwen2.5-7b-instruct")
         assert spec is not None and spec.remote_model == "Qwen/Qwen2.5-7B-Instruct"
         assert spec.groups == ("research",) and spec.label == "Qwen/Qwen2.5-7B-Instruct"
@@ -168,3 +169,22 @@ def test_without_a_file_a_job_naming_another_model_gets_the_one_model(settings: 
     assert registry.get("qwen") is None
     spec = registry.serving("qwen")
     assert spec is not None and spec.name == "stellarchat-test"
+
+
+def test_a_file_of_providers_only_defaults_to_the_first_model_they_list(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    settings.STELLARCHAT_MODELS = models_file.parse(
+        tomllib.loads('[providers.up]\nurl = "http://127.0.0.1:9/v1"\nprefix = "up/"\n'),
+        where="models.toml",
+        env={},
+        max_new_tokens_limit=64,
+    )
+    monkeypatch.setattr(registry, "_refresher", object())  # no background thread here
+    spec = models_file.ModelSpec(name="up/m", backend="openai", provider="up")
+    monkeypatch.setattr(registry, "_provided", {"up/m": spec})
+    assert registry.default_name() == "up/m"
+    monkeypatch.setattr(registry, "_provided", {})
+    assert registry.default_name() == ""  # nothing listed yet: nothing to default to
