@@ -26,8 +26,10 @@
   // The model a message goes to: the picker's (the server switches the conversation to it),
   // or none (the conversation's own).
   const model = () => (picker ? picker.value : undefined);
+  const optionOf = (name) =>
+    picker ? Array.prototype.find.call(picker.options, (o) => o.value === name) : undefined;
   const labelOf = (name) => {
-    const option = picker && Array.prototype.find.call(picker.options, (o) => o.value === name);
+    const option = optionOf(name);
     return option ? option.textContent : name || t("assistant");
   };
 
@@ -128,7 +130,7 @@
       if (!document.getElementById("m-" + f.message)) {
         append(bubble(f.message, "assistant", "", f.model));
       }
-      if (picker && f.model && picker.value !== f.model && labelOf(f.model) !== f.model) {
+      if (picker && f.model && picker.value !== f.model && optionOf(f.model)) {
         picker.value = f.model; // another tab switched this conversation's model
         if (pickerNote) pickerNote.textContent = picker.selectedOptions[0].dataset.description;
       }
