@@ -134,3 +134,20 @@ def test_the_picker_at_phone_width(browser: Any, live: Any, page: Any) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # no sideways scroll
     shot(page, "models-phone")
+
+
+def test_a_switch_made_in_one_tab_shows_in_the_other(page: Any, live: Any) -> None:
+    send(page, "first")
+    wait_done(page, timeout=60_000)
+    other = page.context.new_page()  # the same person, the same conversation, a second tab
+    other.goto(page.url)
+    other.wait_for_selector("#connection[data-state=online]")
+    assert other.locator("#model-picker").input_value() == "mini"
+    page.locator("#model-picker").select_option("echo")
+    send(page, "second")
+    other.wait_for_function(
+        "() => document.querySelector('#model-picker').value === 'echo'", timeout=20_000
+    )
+    assert other.text_content("#model-description") == "Repeats what you say."
+    wait_done(other)
+    assert [who for who, _ in replies(other)] == ["StellarByte mini", "Echo"]
