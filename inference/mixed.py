@@ -297,13 +297,8 @@ class Slots:
         if self._arena is None:
             keys = [_key_buffer(like, shape) for _ in range(self.layers)]
             return keys, [like.new_zeros(shape) for _ in range(self.layers)]
-        rows, heads, columns, size = shape
-        n = math.prod(shape)
-        if _own_attention(like):  # column-last keys, as ``_key_buffer`` makes them
-            keys = [a[:n].view(rows, heads, size, columns).transpose(2, 3) for a in self._arena[0]]
-        else:
-            keys = [a[:n].view(shape) for a in self._arena[0]]
-        return keys, [a[:n].view(shape) for a in self._arena[1]]
+        keys = [_key_buffer(like, shape, storage=a) for a in self._arena[0]]
+        return keys, [a[: math.prod(shape)].view(shape) for a in self._arena[1]]
 
     def _move(self, keys: list[Any], values: list[Any], end: int) -> None:
         """Put the live columns into ``keys`` and ``values`` (these buffers, or new ones) so
@@ -327,16 +322,20 @@ def _holds(have: tuple[int, ...], need: tuple[int, ...]) -> bool:
     return have[0] >= need[0] and have[2] >= need[2] and have[1::2] == need[1::2]
 
 
-def _key_buffer(like: Any, shape: tuple[int, int, int, int]) -> Any:
-    """A zeroed key buffer of ``shape`` [rows, heads, columns, size]. Where decode rows take
-    ``rows_attention``'s own products (float32 on a CPU) it is stored column-last (a
-    transposed view of [rows, heads, size, columns]), the layout their query-key product reads
-    fastest: measured on the bundled model's shapes (16 rows, 150 columns), 58 us from keys
-    stored size-last, 20 us column-last."""
-    if not _own_attention(like):
-        return like.new_zeros(shape)  # SDPA's kernels want the size dimension last
+def _key_buffer(like: Any, shape: tuple[int, ...], *, storage: Any = None) -> Any:
+    """A key buffer of ``shape`` [rows, heads, columns, size]: zeroed, or a view of the front
+    of ``storage`` (a flat arena). Where decode rows take ``rows_attention``'s own products
+    (float32 on a CPU) it is stored column-last (a transposed view of [rows, heads, size,
+    columns]), the layout their query-key product reads fastest: measured on the bundled
+    model's shapes (16 rows, 150 columns), 58 us from keys stored size-last, 20 us
+    column-last."""
+    own = _own_attention(like)
     rows, heads, columns, size = shape
-    return like.new_zeros((rows, heads, size, columns)).transpose(2, 3)
+    layout = (rows, heads, size, columns) if own else tuple(shape)  # SDPA wants size last
+    buffer = (
+        like.new_zeros(layout) if storage is None else storage[: math.prod(layout)].view(layout)
+    )
+    return buffer.transpose(2, 3) if own else buffer
 
 
 def _own_attention(tensor: Any) -> bool:
