@@ -107,6 +107,12 @@ class Message(models.Model):
         related_name="replaced_by",
         help_text=_("The earlier version this message is a new version of."),
     )
+    # Compare and arena: the replies to one turn share a group id, each in its slot (0, 1, 2).
+    # A blind (arena) reply's model is named nowhere the person sees until the group is voted
+    # on, or closed by the next turn (chat/services.py: vote_record, _settle_groups).
+    group = models.UUIDField(null=True, blank=True, db_index=True)
+    slot = models.PositiveSmallIntegerField(null=True, blank=True)
+    blind = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -127,6 +133,47 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.position}"
+
+
+class Vote(models.Model):
+    """A person's verdict on one compare or arena group: which reply was better, or a tie, or
+    both bad. One per group (the database says so). The models are read from the group's
+    replies, so a vote needs no copy of them."""
+
+    class Outcome(models.TextChoices):
+        WIN = "win", _("one reply won")
+        TIE = "tie", _("tie")
+        BOTH_BAD = "both_bad", _("both bad")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="votes"
+    )
+    group = models.UUIDField(unique=True)
+    voter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_votes"
+    )
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    winner = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="won_votes"
+    )
+    arena = models.BooleanField(_("arena (blind)"), default=False)
+    created_at = models.DateTimeField(_("voted"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(outcome="win", winner__isnull=False)
+                    | (~models.Q(outcome="win") & models.Q(winner__isnull=True))
+                ),
+                name="vote_winner_iff_win",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"vote on {self.group} ({self.outcome})"
 
 
 class Preferences(models.Model):
@@ -152,6 +199,8 @@ class Preferences(models.Model):
     options = models.JSONField(_("default generation options"), default=dict, blank=True)
     # A registry name (inference/registry.py); blank, or no longer served: the server's default.
     default_model = models.CharField(_("default model"), max_length=200, blank=True)
+    # Left out of every preference-data export (votes and thumbs become nobody's training data).
+    training_opt_out = models.BooleanField(_("keep my chats out of training data"), default=False)
 
     def __str__(self) -> str:
         return f"preferences of {self.user}"

@@ -64,7 +64,7 @@ def streaming_message(*, conversation_id: Any) -> Message | None:
 
 def context_turns(*, message: Message, max_chars: int | None = None) -> list[dict[str, str]] | None:
     """The turns a reply answers: system prompt, then the current thread before ``message``
-    (failed replies, and the reply itself, left out).
+    (failed replies, the reply itself and the other replies of its compare group left out).
 
     With ``max_chars``, None once the turns' text grows past it (the web side hands small
     contexts to the worker in the job and leaves long ones for the worker to read).
@@ -74,8 +74,10 @@ def context_turns(*, message: Message, max_chars: int | None = None) -> list[dic
         current_messages(conversation=conversation)
         .filter(position__lt=message.position)
         .exclude(status__in=[Message.Status.FAILED, Message.Status.STREAMING])
-        .values_list("role", "content")
     )
+    if message.group is not None:  # side by side: each reply answers the turn, not its peers
+        rows = rows.exclude(group=message.group)
+    rows = rows.values_list("role", "content")
     return thread_turns(conversation.system_prompt, rows, max_chars=max_chars)
 
 
