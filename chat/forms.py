@@ -53,6 +53,11 @@ class PreferencesForm(forms.Form):
     max_new_tokens = forms.IntegerField(
         label=_("Longest reply (tokens)"), required=False, help_text=_("1 to the server's limit.")
     )
+    training_opt_out = forms.BooleanField(
+        label=_("Keep my conversations out of training data"),
+        required=False,
+        help_text=_("Your chats, votes and 👍/👎 are never exported to train models."),
+    )
 
     OPTION_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens")
 

@@ -203,6 +203,7 @@ def preferences(request: HttpRequest) -> HttpResponse:
         "language": prefs.language,
         "default_model": prefs.default_model,
         "system_prompt": prefs.system_prompt,
+        "training_opt_out": prefs.training_opt_out,
         **prefs.options,
     }
     form = PreferencesForm(request.POST or None, initial=initial, user=request.user)
@@ -215,6 +216,7 @@ def preferences(request: HttpRequest) -> HttpResponse:
             default_model=data.get("default_model", prefs.default_model),
             system_prompt=data["system_prompt"],
             options=data["options"],
+            training_opt_out=data["training_opt_out"],
         )
         response = redirect("chat:preferences")
         language = data["language"] or translation.get_language_from_request(request)
