@@ -1,18 +1,26 @@
-"""Staff review of conversations: read-only, searchable, exportable."""
+"""Staff review of conversations and votes: read-only, searchable, exportable; the models'
+leaderboard."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from chat import transcripts
-from chat.models import Conversation, Message
+from chat import leaderboard, preference_data, transcripts
+from chat.models import Conversation, Message, Vote
 
 
 class MessageStatusFilter(admin.SimpleListFilter):
@@ -184,3 +192,96 @@ class ConversationAdmin(admin.ModelAdmin):
             [transcripts.as_dict(c) for c in conversations], ensure_ascii=False, indent=2
         )
         return self._download(body, ext="json", content_type="application/json")
+
+
+class LeaderboardFilterForm(forms.Form):
+    since = forms.DateField(
+        label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        label=_("Until"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    arena = forms.BooleanField(label=_("Arena (blind) votes only"), required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            raise forms.ValidationError(_("“From” is after “Until”."))
+        return data
+
+
+async def _streamed(lines: Iterable[str], batch: int = 200) -> AsyncIterator[str]:
+    """Lines from a synchronous (database-reading) generator, a batch at a time on the ORM's
+    thread: the ASGI server then sends them as they come instead of reading all of them first."""
+    source = iter(lines)
+
+    def next_batch() -> str:
+        return "".join(itertools.islice(source, batch))
+
+    while chunk := await sync_to_async(next_batch)():
+        yield chunk
+
+
+@admin.register(Vote)
+class VoteAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "conversation", "outcome", "arena", "voter")
+    list_filter = (("created_at", admin.DateFieldListFilter), "outcome", "arena")
+    list_select_related = ("conversation", "voter")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    list_per_page = 100
+    fields = ("created_at", "conversation", "voter", "group", "outcome", "winner", "arena")
+    readonly_fields = fields
+    actions = ("export_preferences",)
+    change_list_template = "admin/chat/vote/change_list.html"
+
+    # A vote is what a person said: nobody edits or adds one here.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.leaderboard_view)
+        return [path("leaderboard/", view, name="chat_vote_leaderboard"), *super().get_urls()]
+
+    def leaderboard_view(self, request: HttpRequest) -> TemplateResponse:
+        """The models' ratings from the votes (chat/leaderboard.py), filtered by day and kind."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = LeaderboardFilterForm(request.GET or None)
+        rows = chart = None
+        if not form.is_bound or form.is_valid():
+            data = form.cleaned_data if form.is_bound else {}
+            rows = leaderboard.leaderboard(
+                since=data.get("since"),
+                until=data.get("until"),
+                arena_only=bool(data.get("arena")),
+            )
+            chart = leaderboard.chart(rows)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Leaderboard"),
+            "form": form,
+            "rows": rows,
+            "chart": chart,
+        }
+        return TemplateResponse(request, "admin/chat/leaderboard.html", context)
+
+    @admin.action(
+        description=_("Export selected votes as preference data (JSONL)"), permissions=["view"]
+    )
+    def export_preferences(self, request: HttpRequest, queryset: QuerySet[Vote]) -> Any:
+        lines = preference_data.jsonl(preference_data.preference_lines(votes=queryset))
+        response = StreamingHttpResponse(
+            _streamed(lines), content_type="application/jsonl; charset=utf-8"
+        )
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="preferences-{stamp}.jsonl"'
+        return response
