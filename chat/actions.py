@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -73,6 +74,21 @@ async def check_rate(user: Any, frame: Frame) -> None:
         raise rate_limited(exc, frame) from None
 
 
+def start_frame(reply: Message) -> dict[str, Any]:
+    """stream.start for ``reply``: its model by name, unless the reply is blind (an arena's,
+    before the vote), then null; a compare reply's group and slot."""
+    frame: dict[str, Any] = {
+        "type": "stream.start",
+        "conversation": str(reply.conversation_id),
+        "message": str(reply.pk),
+        "replaces": str(reply.replaces_id) if reply.replaces_id else None,
+        "model": None if reply.blind else reply.model_name,
+    }
+    if reply.group is not None:
+        frame.update(group=str(reply.group), slot=reply.slot)
+    return frame
+
+
 async def start_reply(
     layer: Any,
     *,
@@ -94,19 +110,14 @@ async def start_reply(
     first flush, readers find no text and use the database's (empty), and the sweeper gives a
     reply without a heartbeat a whole timeout from when it first sees it."""
     conv, msg = str(conversation.pk), str(reply.pk)
-    started = {
-        "type": "stream.start",
-        "conversation": conv,
-        "message": msg,
-        "replaces": str(reply.replaces_id) if reply.replaces_id else None,
-        "model": reply.model_name,
-    }
+    started = start_frame(reply)
     job = replies.Job(
         conversation=conv,
         message=msg,
         options={**conversation.options, **options},  # as the worker merges them
         turns=turns,
         model=reply.model_name,
+        blind=reply.blind,
     )
     events = [*announce, (streams.conversation_group(conv), started)]
     channel = registry.channel(reply.model_name)  # the workers that serve its model
@@ -125,6 +136,8 @@ async def send(
     user: Any, frame: Frame, *, layer: Any, join: Join, api_key: Any = None
 ) -> list[dict[str, Any]]:
     await check_rate(user, frame)
+    if frame.models or frame.arena:
+        return await _compare(user, frame, layer=layer, join=join, api_key=api_key)
     if frame.conversation is not None:
         conversation = await owned(user, frame)
         return await _begin(
@@ -182,13 +195,131 @@ async def send(
     return []
 
 
-def unknown_model(frame: Frame) -> ProtocolError:
+def unknown_model(frame: Frame, name: str | None = None) -> ProtocolError:
     """The same answer for a model that does not exist and one the person may not use."""
-    return ProtocolError(
-        "unknown_model",
-        f"no model named {frame.model!r} is available to you",
-        client_id=frame.client_id,
+    if frame.arena:
+        detail = "the arena needs two models you may use; ask an administrator to set its pool"
+    else:
+        detail = f"no model named {name or frame.model!r} is available to you"
+    return ProtocolError("unknown_model", detail, client_id=frame.client_id)
+
+
+async def _compare(
+    user: Any, frame: Frame, *, layer: Any, join: Join, api_key: Any = None
+) -> list[dict[str, Any]]:
+    """chat.send with ``models`` (side by side) or ``arena`` (two models drawn from the
+    arena pool, blind): one user turn, one reply per model, streaming at the same time."""
+    conversation = await owned(user, frame) if frame.conversation is not None else None
+    try:
+        conversation, user_turn, answers, turns = await _start_compare(
+            user, frame, conversation, api_key=api_key
+        )
+    except registry.UnknownModel as exc:
+        raise unknown_model(frame, str(exc.args[0]) if exc.args else None) from None
+    except services.ConversationBusy:
+        raise ProtocolError(
+            "busy", "a reply is already streaming in this conversation", client_id=frame.client_id
+        ) from None
+    except limits.RateLimited as exc:
+        raise rate_limited(exc, frame) from None
+    first: list[tuple[str, dict[str, Any]]] = []
+    if frame.conversation is None:
+        first.append(
+            (
+                streams.user_group(user.pk)
+                if api_key is None
+                else streams.conversation_group(conversation.pk),
+                {
+                    "type": "conversation.created",
+                    "conversation": str(conversation.pk),
+                    "title": "",
+                    "client_id": frame.client_id,
+                },
+            )
+        )
+    await _announce_and_start(
+        frame,
+        conversation,
+        user_turn,
+        answers[0],
+        layer=layer,
+        join=join,
+        options=frame.options,
+        turns=turns,
+        first=first,
     )
+    for reply in answers[1:]:  # the user turn is announced: the others only start
+        await start_reply(
+            layer, conversation=conversation, reply=reply, options=frame.options, turns=turns
+        )
+    return []
+
+
+@database_sync_to_async
+def _start_compare(
+    user: Any, frame: Frame, conversation: Conversation | None, *, api_key: Any
+) -> tuple[Conversation, Message, list[Message], list[dict[str, str]] | None]:
+    """The models (checked, or drawn for an arena), then the turn and its replies, in one
+    trip to the database thread."""
+    if frame.arena:
+        pool = registry.arena_pool(user)
+        if len(pool) < 2:
+            raise registry.UnknownModel("arena")
+        names = secrets.SystemRandom().sample(pool, 2)  # which two, and in which slots
+    else:
+        names = [registry.choose(user, name) for name in frame.models]
+    if conversation is None:
+        prefs = selectors.preferences_for(user=user)
+        conversation, user_turn, answers = services.conversation_start_compare(
+            owner=user,
+            content=frame.content,
+            model_name=registry.choose(user, None, current=prefs.default_model),
+            system_prompt=prefs.system_prompt,
+            options=prefs.options,
+            api_key=api_key,
+            compare=names,
+            blind=frame.arena,
+        )
+        turns = selectors.thread_turns(
+            conversation.system_prompt,
+            [(user_turn.role, user_turn.content)],
+            max_chars=replies.JOB_TURNS_MAX_CHARS,
+        )
+        return conversation, user_turn, answers, turns
+    user_turn, answers = services.reply_compare(
+        conversation=conversation, content=frame.content, model_names=names, blind=frame.arena
+    )
+    turns = selectors.context_turns(message=answers[0], max_chars=replies.JOB_TURNS_MAX_CHARS)
+    return conversation, user_turn, answers, turns
+
+
+async def vote(
+    user: Any, frame: Frame, *, layer: Any, join: Join, api_key: Any = None
+) -> list[dict[str, Any]]:
+    """chat.vote: the one vote on a compare group. Every socket of the owner hears
+    vote.saved with the models revealed; the page shows the winner continuing."""
+    conversation = await owned(user, frame)
+    try:
+        saved, models = await database_sync_to_async(services.vote_record)(
+            conversation=conversation, group=frame.group, winner=frame.winner, voter=user
+        )
+    except services.VoteRefused as exc:
+        raise ProtocolError(exc.code, exc.detail, client_id=frame.client_id) from None
+    event = {
+        "type": "vote.saved",
+        "conversation": str(conversation.pk),
+        "group": str(saved.group),
+        "winner": str(saved.winner_id) if saved.winner_id else saved.outcome,
+        "models": models,
+        "client_id": frame.client_id,
+    }
+    target = (
+        streams.user_group(user.pk)
+        if api_key is None
+        else streams.conversation_group(conversation.pk)
+    )
+    await layer.group_send(target, event)
+    return []
 
 
 @database_sync_to_async
@@ -341,13 +472,12 @@ async def stop(
 ) -> list[dict[str, Any]]:
     """Ask the worker to stop; if it has not ended the reply shortly, end it from here."""
     conversation = await owned(user, frame)
-    reply = await database_sync_to_async(selectors.streaming_message)(
+    streaming = await database_sync_to_async(selectors.streaming_messages)(
         conversation_id=conversation.pk
     )
-    if reply is None:
-        return []  # nothing streaming: stopping is idempotent
-    await streams.request_cancel(reply.pk)
-    asyncio.get_running_loop().create_task(_stop_fallback(layer, conversation.pk, reply.pk))
+    for reply in streaming:  # none: stopping is idempotent; a compare group: all of them
+        await streams.request_cancel(reply.pk)
+        asyncio.get_running_loop().create_task(_stop_fallback(layer, conversation.pk, reply.pk))
     return []
 
 
@@ -384,23 +514,22 @@ async def subscribe(
     conversation = await owned(user, frame)
     conv = str(conversation.pk)
     await join(conv)  # join first: deltas published from now on reach us
-    reply = await database_sync_to_async(selectors.streaming_message)(
+    streaming = await database_sync_to_async(selectors.streaming_messages)(
         conversation_id=conversation.pk
     )
     frames: list[dict[str, Any]] = [
-        {"type": "subscribed", "conversation": conv, "streaming": reply is not None}
+        {"type": "subscribed", "conversation": conv, "streaming": bool(streaming)}
     ]
-    if reply is None:
-        return frames
-    msg = str(reply.pk)
-    text = await streams.get_text(msg)
-    if text is None:  # state expired or lost: the database has the text as of its last flush
-        text = reply.content
-    if reconciler.start(msg):
-        frames.append({"type": "stream.start", "conversation": conv, "message": msg})
-    offset = reconciler.sent[msg]
-    catch_up = reconciler.snapshot(msg, text)
-    frames.append(streams.delta_frame(conv, msg, offset, catch_up))
+    for reply in streaming:  # one, or a compare group's
+        msg = str(reply.pk)
+        text = await streams.get_text(msg)
+        if text is None:  # state expired or lost: the database has the text of its last flush
+            text = reply.content
+        if reconciler.start(msg):
+            frames.append(start_frame(reply))
+        offset = reconciler.sent[msg]
+        catch_up = reconciler.snapshot(msg, text)
+        frames.append(streams.delta_frame(conv, msg, offset, catch_up))
     return frames
 
 
@@ -409,4 +538,5 @@ HANDLERS = {
     "chat.regenerate": regenerate,
     "chat.edit": edit,
     "chat.stop": stop,
+    "chat.vote": vote,
 }

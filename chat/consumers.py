@@ -196,6 +196,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     message_saved = relay
     conversation_created = relay
     conversation_updated = relay
+    vote_saved = relay
     error = relay
 
     @classmethod

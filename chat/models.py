@@ -146,9 +146,7 @@ class Vote(models.Model):
         BOTH_BAD = "both_bad", _("both bad")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="votes"
-    )
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="votes")
     group = models.UUIDField(unique=True)
     voter = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_votes"

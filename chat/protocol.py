@@ -22,6 +22,7 @@ ERROR_CODES = (
     "too_long",
     "invalid_option",
     "unknown_model",
+    "already_voted",
     "rate_limited",
     "inference_unavailable",
     "internal",
@@ -67,6 +68,10 @@ class Frame:
     client_id: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     model: str | None = None  # chat.send: the model from this turn on (None: keep it)
+    models: tuple[str, ...] = ()  # chat.send: 2 or 3 models answer side by side
+    arena: bool = False  # chat.send: two models drawn from the arena pool answer, blind
+    group: uuid.UUID | None = None  # chat.vote: the compare group voted on
+    winner: str = ""  # chat.vote: a reply's id (canonical UUID text), "tie" or "both_bad"
 
 
 def _invalid(detail: str, client_id: str | None = None) -> ProtocolError:
@@ -123,6 +128,30 @@ def _client_id(data: dict[str, Any]) -> str | None:
     return value
 
 
+VERDICTS = ("tie", "both_bad")
+MAX_COMPARED = 3
+
+
+def _model_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 200
+
+
+def _compared(data: dict[str, Any], cid: str | None) -> tuple[str, ...]:
+    """chat.send's ``models``: 2 or 3 different models' names (absent: none)."""
+    models = data.get("models")
+    if models is None:
+        return ()
+    if (
+        not isinstance(models, list)
+        or not 2 <= len(models) <= MAX_COMPARED
+        or not all(_model_name(m) for m in models)
+    ):
+        raise _invalid(f"'models' must list 2 to {MAX_COMPARED} models' names", cid)
+    if len(set(models)) != len(models):
+        raise _invalid("'models' names a model twice", cid)
+    return tuple(models)
+
+
 def max_frame_bytes(max_chars: int) -> int:
     """Largest raw frame worth parsing: the content fully \\u-escaped, plus room for the rest."""
     return max_chars * 12 + 64 * 1024
@@ -156,9 +185,38 @@ def parse_frame(text: str | None, *, max_chars: int, max_new_tokens_limit: int) 
         except OptionError as exc:
             raise ProtocolError("invalid_option", str(exc), client_id=cid) from None
         model = data.get("model")
-        if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 200):
+        if model is not None and not _model_name(model):
             raise _invalid("'model' must be a model's name (see /v1/models)", cid)
-        return Frame(kind, conversation, content, client_id=cid, options=options or {}, model=model)
+        models = _compared(data, cid)
+        arena = data.get("arena", False)
+        if not isinstance(arena, bool):
+            raise _invalid("'arena' must be true or false", cid)
+        if sum((model is not None, bool(models), arena)) > 1:
+            raise _invalid("give at most one of 'model', 'models' and 'arena'", cid)
+        return Frame(
+            kind,
+            conversation,
+            content,
+            client_id=cid,
+            options=options or {},
+            model=model,
+            models=models,
+            arena=arena,
+        )
+    if kind == "chat.vote":
+        conversation = _uuid(data, "conversation", nullable=False, cid=cid)
+        group = _uuid(data, "group", nullable=False, cid=cid)
+        winner = data.get("winner")
+        if winner not in VERDICTS:
+            if not isinstance(winner, str):
+                raise _invalid('\'winner\' must be a reply\'s id, "tie" or "both_bad"', cid)
+            try:
+                winner = str(uuid.UUID(winner))
+            except ValueError:
+                raise _invalid(
+                    '\'winner\' must be a reply\'s id, "tie" or "both_bad"', cid
+                ) from None
+        return Frame(kind, conversation, client_id=cid, group=group, winner=winner)
     if kind in ("chat.stop", "chat.regenerate", "chat.subscribe"):
         return Frame(kind, _uuid(data, "conversation", nullable=False, cid=cid), client_id=cid)
     if kind == "chat.edit":

@@ -69,6 +69,7 @@ class Job:
     turns: list[dict[str, str]] | None = None
     request_id: str = field(default_factory=logs.request_id.get)
     model: str = ""  # the registry's name; "" (a job from an older web process): the default
+    blind: bool = False  # an arena's reply: no frame of it may name its model before the vote
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Job:
@@ -78,6 +79,7 @@ class Job:
             options=dict(message.get("options") or {}),
             turns=_job_turns(message.get("turns")),
             model=str(message.get("model") or "")[:200],
+            blind=message.get("blind") is True,
             request_id=logs.new_request_id(message.get("request_id")),
         )
 
@@ -93,6 +95,8 @@ class Job:
             message["turns"] = self.turns
         if self.model:
             message["model"] = self.model
+        if self.blind:
+            message["blind"] = True
         return message
 
 
@@ -519,9 +523,14 @@ async def beating(message_id: str, work: Awaitable[T]) -> T:
             await beats
 
 
+BLIND_ERROR = "this model failed to answer; the reply so far is kept"
+
+
 async def finish(job: Job, *, layer: Any, text: str, result: Result) -> None:
     """Save the final state; if this call ended the reply, tell every subscribed socket."""
     status = STATUS_FOR[result.finish_reason]
+    if job.blind and result.error:  # its detail may name the model (or its server)
+        result = dataclasses.replace(result, error=BLIND_ERROR)
     won = await beating(
         job.message,
         save(
@@ -568,7 +577,7 @@ async def announce_title(layer: Any, conversation: str, title: str, owner_id: in
 def _streaming_rows() -> list[dict[str, Any]]:
     return list(
         Message.objects.filter(status=Message.Status.STREAMING).values(
-            "id", "conversation_id", "created_at", "content", "model_name"
+            "id", "conversation_id", "created_at", "content", "model_name", "blind"
         )
     )
 
@@ -597,7 +606,12 @@ async def sweep(layer: Any, *, now: float | None = None) -> int:
         if now - last <= timeout:
             continue
         text = await streams.get_text(row["id"])
-        job = Job(conversation=str(row["conversation_id"]), message=str(row["id"]), options={})
+        job = Job(
+            conversation=str(row["conversation_id"]),
+            message=str(row["id"]),
+            options={},
+            blind=row["blind"],
+        )
         # Never taken by a worker: the workers are too busy (or there is none); taken, then
         # silent: its worker died or hung. Either way the person is told which, and can retry.
         started = text is not None or bool(row["content"]) or await streams.claimed(row["id"])

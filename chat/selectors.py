@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
-from chat.models import Conversation, Message, Preferences
+from chat.models import Conversation, Message, Preferences, Vote
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:
@@ -53,12 +53,12 @@ def current_messages(*, conversation: Conversation) -> QuerySet[Message]:
     return message_list(conversation=conversation).filter(superseded=False)
 
 
-def streaming_message(*, conversation_id: Any) -> Message | None:
-    """The reply being generated in this conversation, if any (at most one by design)."""
-    return (
-        Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
-        .order_by("-position")
-        .first()
+def streaming_messages(*, conversation_id: Any) -> list[Message]:
+    """The replies being generated in this conversation: one, or a compare group's."""
+    return list(
+        Message.objects.filter(
+            conversation_id=conversation_id, status=Message.Status.STREAMING
+        ).order_by("position")
     )
 
 
@@ -208,6 +208,58 @@ def model_picker(*, user: Any, conversation: Conversation | None) -> dict[str, A
             {"name": s.name, "label": s.label or s.name, "description": s.description}
             for s in usable
         ],
+        "arena": len(registry.arena_pool(user)) >= 2,
         "current": picked,
         "description": next((s.description for s in usable if s.name == picked), ""),
     }
+
+
+def compare_group(*, conversation: Conversation, group_id: Any) -> dict[str, Any] | None:
+    """One compare group of the conversation as the page shows it: every reply (the losers
+    of a vote too, until the page reloads), its vote if any, and whether it can be voted on
+    (every reply ended, at least two still in the thread, no vote yet). None if unknown."""
+    pk = _as_uuid(group_id)
+    if pk is None:
+        return None
+    replies = list(
+        message_list(conversation=conversation)
+        .filter(group=pk, role=Message.Role.ASSISTANT)
+        .order_by("slot")
+    )
+    if not replies:
+        return None
+    vote = Vote.objects.filter(group=pk).first()
+    return _group(pk, replies, vote)
+
+
+def _group(pk: uuid.UUID, replies: list[Message], vote: Vote | None) -> dict[str, Any]:
+    ended = all(r.status != Message.Status.STREAMING for r in replies)
+    return {
+        "id": pk,
+        "replies": replies,
+        "vote": vote,
+        "blind": any(r.blind for r in replies),
+        "can_vote": vote is None and ended and sum(not r.superseded for r in replies) > 1,
+    }
+
+
+def thread_items(messages: list[Message]) -> list[dict[str, Any]]:
+    """Messages for the page, the replies of an open compare group gathered into one item
+    (shown side by side, with the vote): ``{"message": m}`` or ``{"group": {...}}``."""
+    items: list[dict[str, Any]] = []
+    open_groups = [m.group for m in messages if m.group is not None]
+    votes = {v.group: v for v in Vote.objects.filter(group__in=open_groups)} if open_groups else {}
+    for m in messages:
+        if m.group is None or m.role != Message.Role.ASSISTANT:
+            items.append({"message": m})
+            continue
+        last = items[-1].get("group") if items else None
+        if last is not None and last["id"] == m.group:
+            last["replies"].append(m)
+            continue
+        items.append({"group": {"id": m.group, "replies": [m]}})
+    for item in items:
+        group = item.get("group")
+        if group is not None:
+            item["group"] = _group(group["id"], group["replies"], votes.get(group["id"]))
+    return items

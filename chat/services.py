@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from chat import limits
-from chat.models import Conversation, Message, Preferences
+from chat.models import Conversation, Message, Preferences, Vote
 
 TITLE_MAX = 200
 
@@ -155,11 +158,57 @@ class NothingToAnswer(Exception):
 
 def _lock(conversation: Conversation) -> None:
     """Serialize reply starts per conversation (row lock on PostgreSQL; SQLite's write lock),
-    then check the owner's limits: a refusal rolls the whole start back."""
+    then check the owner's limits: a refusal rolls the whole start back. Closes a compare
+    group left without a vote (``_settle``)."""
     Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk").get()
-    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
+    # One read for both questions (a follow-up turn is on its reply's time to first token):
+    # is a reply streaming, and which compare replies are still in the thread.
+    found = list(
+        Message.objects.filter(conversation=conversation)
+        .filter(
+            Q(status=Message.Status.STREAMING)
+            | Q(group__isnull=False, superseded=False, role=Message.Role.ASSISTANT)
+        )
+        .order_by("slot")
+    )
+    if any(m.status == Message.Status.STREAMING for m in found):
         raise ConversationBusy
     limits.check_capacity(owner_id=conversation.owner_id)
+    _settle(conversation, found)
+
+
+def _settle(conversation: Conversation, current: list[Message]) -> None:
+    """Close a compare group nobody voted on, because the conversation goes on: its first
+    finished reply (by slot; the slots of an arena are drawn at random) continues the thread,
+    the others become earlier versions, as regenerated replies do, and its models are named,
+    since the vote they were hidden for can no longer come. ``current``: the compare replies
+    still in the thread (one per group once a group is closed)."""
+    groups: dict[uuid.UUID, list[Message]] = {}
+    for reply in current:
+        groups.setdefault(reply.group, []).append(reply)
+    open_groups = [replies for replies in groups.values() if len(replies) > 1]
+    for replies in open_groups:
+        keep = _continues(replies)
+        Message.objects.filter(pk__in=[r.pk for r in replies if r.pk != keep.pk]).update(
+            superseded=True
+        )
+    if open_groups:  # blind replies only ever sit in an open group
+        Message.objects.filter(conversation=conversation, blind=True).update(blind=False)
+
+
+def _continues(replies: Sequence[Message], winner: Message | None = None) -> Message:
+    """Which reply of a group continues the conversation: the winner, else the first by slot
+    that completed, else the first that was not a failure, else the first."""
+    if winner is not None:
+        return winner
+    for good in (
+        [r for r in replies if r.status == Message.Status.COMPLETE],
+        [r for r in replies if r.status != Message.Status.FAILED],
+        list(replies),
+    ):
+        if good:
+            return good[0]
+    raise ValueError("an empty group")
 
 
 def _placeholder(*, model_name: str, replaces: Message | None = None) -> Message:
@@ -171,6 +220,88 @@ def _placeholder(*, model_name: str, replaces: Message | None = None) -> Message
         model_name=model_name,
         replaces=replaces,
     )
+
+
+def _group_placeholders(model_names: Sequence[str], *, blind: bool) -> list[Message]:
+    """One streaming reply per model, side by side: a shared group id, a slot each."""
+    group = uuid.uuid4()
+    replies = []
+    for slot, name in enumerate(model_names):
+        reply = _placeholder(model_name=name)
+        reply.group, reply.slot, reply.blind = group, slot, blind
+        replies.append(reply)
+    return replies
+
+
+def reply_compare(
+    *, conversation: Conversation, content: str, model_names: Sequence[str], blind: bool = False
+) -> tuple[Message, list[Message]]:
+    """Save the user's turn and one streaming reply per model (compare; an arena when
+    ``blind``), atomically. The models are checked by the caller."""
+    if not 2 <= len(model_names) <= 3:
+        raise ValueError("compare takes 2 or 3 models")
+    with transaction.atomic():
+        _lock(conversation)
+        user_turn = Message(role=Message.Role.USER, content=content)
+        replies = _group_placeholders(model_names, blind=blind)
+        _append(conversation, [user_turn, *replies])
+    return user_turn, replies
+
+
+class VoteRefused(Exception):
+    """A vote that cannot be taken; ``code`` is the protocol's error code."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def vote_record(
+    *, conversation: Conversation, group: Any, winner: str, voter: Any
+) -> tuple[Vote, dict[str, str]]:
+    """Record the one vote on a compare group (``winner``: a reply's id, "tie" or
+    "both_bad") and return it with the group's models by reply id, now revealed. The winner
+    continues the conversation; on a tie or "both bad" the first finished reply does; the
+    others become earlier versions."""
+    with transaction.atomic():
+        Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk").get()
+        replies = list(
+            Message.objects.filter(
+                conversation=conversation, group=group, role=Message.Role.ASSISTANT
+            ).order_by("slot")
+        )
+        if not replies:
+            raise VoteRefused("not_found", "no such comparison in this conversation")
+        if Vote.objects.filter(group=group).exists():
+            raise VoteRefused("already_voted", "this comparison has its vote already")
+        if any(r.status == Message.Status.STREAMING for r in replies):
+            raise VoteRefused("busy", "wait until every reply has finished, then vote")
+        if sum(not r.superseded for r in replies) < 2:
+            raise VoteRefused(
+                "not_found", "this comparison is closed: the conversation went on without a vote"
+            )
+        chosen = None
+        if winner not in ("tie", "both_bad"):
+            chosen = next((r for r in replies if str(r.pk) == winner), None)
+            if chosen is None:
+                raise VoteRefused("not_found", "no such reply in this comparison")
+            if chosen.status == Message.Status.FAILED:
+                raise VoteRefused("invalid_frame", "a reply that failed cannot win")
+        vote = Vote.objects.create(
+            conversation=conversation,
+            group=group,
+            voter=voter,
+            outcome=Vote.Outcome.WIN if chosen else winner,
+            winner=chosen,
+            arena=any(r.blind for r in replies),
+        )
+        keep = _continues(replies, chosen)
+        Message.objects.filter(pk__in=[r.pk for r in replies if r.pk != keep.pk]).update(
+            superseded=True
+        )
+        Message.objects.filter(pk__in=[r.pk for r in replies]).update(blind=False)
+    return vote, {str(r.pk): r.model_name for r in replies}
 
 
 def reply_request(
@@ -195,7 +326,31 @@ def conversation_start(
     api_key: Any = None,
 ) -> tuple[Conversation, Message, Message]:
     """A new conversation with its first user turn and the reply placeholder, all or nothing
-    (a refused start leaves no empty conversation behind).
+    (a refused start leaves no empty conversation behind)."""
+    conversation, user_turn, replies = conversation_start_compare(
+        owner=owner,
+        content=content,
+        model_name=model_name,
+        system_prompt=system_prompt,
+        options=options,
+        api_key=api_key,
+    )
+    return conversation, user_turn, replies[0]
+
+
+def conversation_start_compare(
+    *,
+    owner: Any,
+    content: str,
+    model_name: str = "",
+    system_prompt: str = "",
+    options: dict[str, Any] | None = None,
+    api_key: Any = None,
+    compare: Sequence[str] = (),
+    blind: bool = False,
+) -> tuple[Conversation, Message, list[Message]]:
+    """A new conversation with its first user turn and its reply placeholders: one by
+    ``model_name``, or one per model of ``compare`` side by side (blind: an arena).
 
     The first message of every chat, on its time to first token: nobody else can know a
     conversation that does not exist yet, so there is nothing to lock or to find busy, and
@@ -208,21 +363,19 @@ def conversation_start(
             options=options,
             model_name=model_name,
             api_key=api_key,
-            next_position=2,
+            next_position=1 + max(1, len(compare)),
         )
         user_turn = Message(
             conversation=conversation, position=0, role=Message.Role.USER, content=content
         )
-        reply = Message(
-            conversation=conversation,
-            position=1,
-            role=Message.Role.ASSISTANT,
-            content="",
-            status=Message.Status.STREAMING,
-            model_name=model_name,
-        )
-        Message.objects.bulk_create([user_turn, reply])
-    return conversation, user_turn, reply
+        if compare:
+            replies = _group_placeholders(compare, blind=blind)
+        else:
+            replies = [_placeholder(model_name=model_name)]
+        for position, reply in enumerate(replies, start=1):
+            reply.conversation, reply.position = conversation, position
+        Message.objects.bulk_create([user_turn, *replies])
+    return conversation, user_turn, replies
 
 
 def api_completion_start(

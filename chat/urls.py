@@ -27,6 +27,11 @@ urlpatterns = [
         name="message",
     ),
     path(
+        "c/<uuid:conversation_id>/g/<uuid:group_id>/",
+        views.group_fragment,
+        name="group",
+    ),
+    path(
         "c/<uuid:conversation_id>/m/<uuid:message_id>/feedback/",
         views.feedback,
         name="feedback",

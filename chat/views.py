@@ -67,7 +67,7 @@ def _page(request: HttpRequest, conversation: Conversation | None, **extra: Any)
     }
     if conversation is not None:
         messages, more = selectors.message_window(conversation=conversation)
-        context.update(chat_messages=messages, older=more)
+        context.update(chat_messages=messages, items=selectors.thread_items(messages), older=more)
     return render(request, PAGE, context)
 
 
@@ -98,7 +98,12 @@ def older_messages(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResp
     return render(
         request,
         f"{PAGE}#older",
-        {"conversation": conversation, "chat_messages": messages, "older": more},
+        {
+            "conversation": conversation,
+            "chat_messages": messages,
+            "items": selectors.thread_items(messages),
+            "older": more,
+        },
     )
 
 
@@ -111,6 +116,19 @@ def message_fragment(
     conversation = _get_conversation_for_user(request, conversation_id)
     message = _get_message(conversation, message_id)
     return render(request, f"{PAGE}#message", {"conversation": conversation, "m": message})
+
+
+@login_required
+@require_GET
+def group_fragment(
+    request: HttpRequest, conversation_id: uuid.UUID, group_id: uuid.UUID
+) -> HttpResponse:
+    """A compare group, rendered: swapped in when its replies have ended and after its vote."""
+    conversation = _get_conversation_for_user(request, conversation_id)
+    group = selectors.compare_group(conversation=conversation, group_id=group_id)
+    if group is None:
+        raise Http404("No such comparison")
+    return render(request, f"{PAGE}#group", {"conversation": conversation, "g": group})
 
 
 @login_required

@@ -25,3 +25,9 @@ def model_label(name: str) -> str:
 
     spec = registry.get(name) if name else None
     return (spec.label or spec.name) if spec is not None else name
+
+
+@register.filter
+def slot_letter(slot: int | None) -> str:
+    """A compare reply's letter (A, B, C): how a blind reply is named before the vote."""
+    return "ABC"[slot] if isinstance(slot, int) and 0 <= slot < 3 else "?"

@@ -35,8 +35,9 @@
 
   let conversation = app.dataset.conversation || null;
   let socket = null; // htmx ws extension's socket wrapper
-  let streaming = null; // id of the reply streaming in this conversation
+  const live = new Set(); // ids of the replies streaming in this conversation (a compare: several)
   const pending = new Map(); // client_id -> text typed (restored if the server refuses it)
+  const pendingMode = new Map(); // client_id -> how it was sent (one model, compare, arena)
   let seq = 0;
   let lastClose = 0; // the code the socket last closed with (1012: resend what was not saved)
 
@@ -50,10 +51,13 @@
     errorBox.textContent = text;
     errorBox.hidden = !text;
   };
-  const setStreaming = (id) => {
-    streaming = id;
-    stopButton.hidden = !id;
-    sendButton.hidden = !!id;
+  const streaming = () => live.size > 0;
+  const setStreaming = (id, on) => {
+    if (id === null) live.clear();
+    else if (on === false) live.delete(id);
+    else live.add(id);
+    stopButton.hidden = !streaming();
+    sendButton.hidden = streaming();
   };
   const setStatus = (state) => {
     status.dataset.state = state;
@@ -79,12 +83,36 @@
     return li;
   }
 
-  function append(el) {
+  function append(el, into) {
     const stick = nearBottom();
-    list.appendChild(el);
+    (into || list).appendChild(el);
     const empty = $("#empty-state");
     if (empty) empty.remove();
     if (stick) toBottom();
+  }
+
+  function groupOf(id) {
+    // A compare group's box (made when its first reply starts): replies side by side.
+    let box = document.getElementById("g-" + id);
+    if (!box) {
+      box = document.createElement("li");
+      box.className = "compare-group";
+      box.id = "g-" + id;
+      box.dataset.group = id;
+      const replies = document.createElement("ol");
+      replies.className = "compare-replies";
+      box.appendChild(replies);
+      append(box);
+    }
+    return box.querySelector(".compare-replies");
+  }
+
+  function refreshGroup(id) {
+    // Every reply ended (or the vote came): the server renders the group, vote buttons or
+    // verdict included, with the models named only once they may be.
+    const target = document.getElementById("g-" + id);
+    if (!target || !conversation) return;
+    htmx.ajax("GET", "/c/" + conversation + "/g/" + id + "/", { target: target, swap: "outerHTML" });
   }
 
   function refresh(id) {
@@ -114,8 +142,15 @@
     },
     "message.saved"(f) {
       if (f.conversation !== conversation) return;
-      if (f.client_id && pending.has(f.client_id)) pending.delete(f.client_id);
+      if (f.client_id && pending.has(f.client_id)) {
+        pending.delete(f.client_id);
+        pendingMode.delete(f.client_id);
+      }
       if (f.message.replaces) dropFrom(f.message.replaces);
+      // A new turn closes any comparison left without a vote (the server named its models).
+      document.querySelectorAll(".compare-group .vote-bar").forEach((bar) => {
+        refreshGroup(bar.closest(".compare-group").dataset.group);
+      });
       if (!document.getElementById("m-" + f.message.id)) {
         append(bubble(f.message.id, "user", f.message.content));
         refresh(f.message.id); // the server's version carries the per-message actions
@@ -128,9 +163,17 @@
         if (old) old.remove();
       }
       if (!document.getElementById("m-" + f.message)) {
-        append(bubble(f.message, "assistant", "", f.model));
+        const el = bubble(f.message, "assistant", "", f.model);
+        if (f.group) {
+          const letter = "ABC".charAt(f.slot) || "?";
+          el.querySelector(".message-role").textContent = f.model
+            ? letter + " " + labelOf(f.model) : t("modelLetter") + " " + letter;
+          append(el, groupOf(f.group));
+        } else {
+          append(el);
+        }
       }
-      if (picker && f.model && picker.value !== f.model && optionOf(f.model)) {
+      if (picker && f.model && !f.group && picker.value !== f.model && optionOf(f.model)) {
         picker.value = f.model; // another tab switched this conversation's model
         if (pickerNote) pickerNote.textContent = picker.selectedOptions[0].dataset.description;
       }
@@ -149,8 +192,17 @@
     },
     "stream.end"(f) {
       if (f.conversation !== conversation) return;
-      setStreaming(null);
-      refresh(f.message);
+      setStreaming(f.message, false);
+      const el = document.getElementById("m-" + f.message);
+      const box = el && el.closest(".compare-group");
+      if (!box) {
+        refresh(f.message);
+      } else if (!Array.prototype.some.call(box.querySelectorAll(".message"), (m) => live.has(m.dataset.message))) {
+        refreshGroup(box.dataset.group); // the last of its replies: the vote comes with it
+      }
+    },
+    "vote.saved"(f) {
+      if (f.conversation === conversation) refreshGroup(f.group);
     },
     subscribed(f) {
       if (f.conversation === conversation && !f.streaming) setStreaming(null);
@@ -160,7 +212,9 @@
         // Nothing typed is ever lost: give the text back to the composer.
         if (!input.value) input.value = pending.get(f.client_id);
         pending.delete(f.client_id);
+        pendingMode.delete(f.client_id);
       }
+      document.querySelectorAll(".vote-bar button:disabled").forEach((b) => { b.disabled = false; });
       // The code picks a message in the page's language; the detail adds the specifics.
       const key = "tErr" + f.code.split("_").map((w) => w[0].toUpperCase() + w.slice(1)).join("");
       const text = app.dataset[key];
@@ -198,7 +252,7 @@
       pending.forEach((content, clientId) => {
         send({
           type: "chat.send", conversation: conversation, content: content, client_id: clientId,
-          model: model(),
+          ...(pendingMode.get(clientId) || { model: model() }),
         });
       });
     }
@@ -232,20 +286,58 @@
   });
   composer.addEventListener("htmx:wsConfigSend", (e) => {
     const content = input.value;
-    if (!content.trim() || streaming) {
+    if (!content.trim() || streaming()) {
       e.preventDefault();
+      return;
+    }
+    if (compareToggle && compareToggle.checked && compared().length < 2) {
+      e.preventDefault();
+      showError(t("pickTwo"));
       return;
     }
     const clientId = "c" + Date.now().toString(36) + (seq++).toString(36);
     pending.set(clientId, content);
+    pendingMode.set(clientId, mode());
     e.detail.messageBody = JSON.stringify({
       type: "chat.send", conversation: conversation, content: content, client_id: clientId,
-      model: model(),
+      ...pendingMode.get(clientId),
     });
     input.value = "";
     showError("");
     autosize();
   });
+
+  // Compare (two or three models side by side) and Arena (two drawn at random, blind):
+  // one or the other, or neither (the picker's model answers alone).
+  const compareToggle = $("#compare-toggle");
+  const compareModels = $("#compare-models");
+  const arenaToggle = $("#arena-toggle");
+  const compared = () => Array.prototype.map.call(
+    document.querySelectorAll('#compare-models input[name="compare"]:checked'), (b) => b.value);
+  function mode() {
+    if (arenaToggle && arenaToggle.checked) return { arena: true };
+    if (compareToggle && compareToggle.checked) return { models: compared() };
+    return { model: model() };
+  }
+  if (compareToggle) {
+    compareToggle.addEventListener("change", () => {
+      compareModels.hidden = !compareToggle.checked;
+      if (compareToggle.checked && arenaToggle) arenaToggle.checked = false;
+    });
+    compareModels.addEventListener("change", (e) => {
+      // At most three: the oldest pick gives way to a fourth.
+      const picked = document.querySelectorAll('#compare-models input[name="compare"]:checked');
+      if (picked.length > 3) e.target.checked = false;
+    });
+  }
+  if (arenaToggle) {
+    arenaToggle.addEventListener("change", () => {
+      if (arenaToggle.checked && compareToggle) {
+        compareToggle.checked = false;
+        compareModels.hidden = true;
+      }
+    });
+  }
 
   if (picker) {
     picker.addEventListener("change", () => {
@@ -281,7 +373,12 @@
       const body = btn.closest(".message").querySelector(".message-body");
       copy(body.innerText.trim(), btn);
     } else if (btn.matches("[data-regenerate]")) {
-      if (conversation && !streaming) send({ type: "chat.regenerate", conversation: conversation });
+      if (conversation && !streaming()) send({ type: "chat.regenerate", conversation: conversation });
+    } else if (btn.matches("[data-vote]")) {
+      if (conversation) {
+        btn.closest(".vote-bar").querySelectorAll("button").forEach((b) => { b.disabled = true; });
+        send({ type: "chat.vote", conversation: conversation, group: btn.dataset.group, winner: btn.dataset.vote });
+      }
     } else if (btn.matches("[data-edit]")) {
       startEdit(btn.closest(".message"));
     } else if (btn.matches("[data-toggle-drawer]")) {
@@ -304,7 +401,7 @@
   }
 
   function startEdit(msg) {
-    if (!msg || msg.querySelector(".edit-form") || streaming) return;
+    if (!msg || msg.querySelector(".edit-form") || streaming()) return;
     const body = msg.querySelector(".message-body");
     const form = document.createElement("form");
     form.className = "edit-form";
@@ -369,8 +466,8 @@
   });
 
   // First paint: the newest messages in view, any reply streaming marked.
-  const live = $(".message.status-streaming");
-  setStreaming(live ? live.dataset.message : null);
+  setStreaming(null);
+  document.querySelectorAll(".message.status-streaming").forEach((el) => setStreaming(el.dataset.message));
   toBottom();
   autosize();
 })();
