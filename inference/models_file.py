@@ -49,7 +49,7 @@ class ModelsFileError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model as the file describes it."""
+    """One model as the file describes it (or a preset made of one, ``base`` set)."""
 
     name: str
     backend: str
@@ -70,6 +70,7 @@ class ModelSpec:
     remote_model: str = ""
     api_key_env: str = ""
     provider: str = ""  # the [providers.X] that listed it, if any
+    base: str = ""  # a preset's: the model it is made of (inference/models.py)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""``manage.py models``: the registry as this deployment reads it, and with ``--check`` each
-model loaded and asked for a few tokens, so an operator finds a wrong path, a down server or a
-missing key before the people do."""
+"""``manage.py models``: the registry as this deployment reads it (the admin's presets too),
+and with ``--check`` each model loaded and asked for a few tokens with its own system prompt
+and options, so an operator finds a wrong path, a down server, a missing key or a preset's
+bad option before the people do."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ def where(spec: registry.ModelSpec) -> str:
     if spec.backend == "openai":
         return f"{spec.url} ({spec.remote_model})"
     return "-"
+
+
+def groups(spec: registry.ModelSpec, models: dict[str, registry.ModelSpec]) -> str:
+    """Who may use ``spec``: its groups (a preset's within its base's, when restricted)."""
+    text = ", ".join(spec.groups) or "everyone"
+    base = models.get(spec.base) if spec.base else None
+    if base is not None and base.groups:
+        text += f" (within {spec.base}'s)"
+    return text
 
 
 class Command(BaseCommand):
@@ -47,9 +57,9 @@ class Command(BaseCommand):
                 (
                     spec.name + (" (default)" if spec.name == default else ""),
                     spec.label or spec.name,
-                    spec.backend,
+                    f"preset of {spec.base}" if spec.base else spec.backend,
                     where(spec),
-                    ", ".join(spec.groups) or "everyone",
+                    groups(spec, models),
                     state or "no",
                 )
             )
@@ -60,20 +70,34 @@ class Command(BaseCommand):
             )
         if not options["check"]:
             return
-        failed = [name for name in models if not self._check(name, max(1, options["tokens"]))]
+        tokens = max(1, options["tokens"])
+        failed = [spec.name for spec in models.values() if not self._check(spec, tokens)]
         if failed:
             raise CommandError(f"{len(failed)} of {len(models)} failed: {', '.join(failed)}")
 
-    def _check(self, name: str, tokens: int) -> bool:
-        from inference.options import GenerationOptions
+    def _check(self, spec: registry.ModelSpec, tokens: int) -> bool:
+        """A few greedy tokens from ``spec`` as a reply would ask for them: its options (the
+        length and temperature the check's) and its system prompt."""
+        from django.conf import settings
 
+        from inference.options import OptionError, parse_options
+
+        name = spec.name
         started = time.monotonic()
-        options = GenerationOptions(temperature=0.0, max_new_tokens=tokens)
+        turns = [{"role": "user", "content": "Hello"}]
+        if spec.system_prompt:
+            turns.insert(0, {"role": "system", "content": spec.system_prompt})
         text, result = "", None
         try:
-            for item in registry.backend(name).stream(
-                [{"role": "user", "content": "Hello"}], options, threading.Event()
-            ):
+            options = parse_options(
+                {**spec.options, "temperature": 0.0, "max_new_tokens": tokens},
+                max_new_tokens_limit=max(tokens, settings.STELLARCHAT_MAX_NEW_TOKENS),
+            )
+        except OptionError as exc:
+            self.stdout.write(f"{name}: FAILED options: {exc}")
+            return False
+        try:
+            for item in registry.backend(name).stream(turns, options, threading.Event()):
                 if isinstance(item, registry.Result):
                     result = item
                 else:
