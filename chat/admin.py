@@ -236,14 +236,12 @@ class VoteAdmin(admin.ModelAdmin):
     actions = ("export_preferences",)
     change_list_template = "admin/chat/vote/change_list.html"
 
-    # A vote is what a person said: nobody edits or adds one here.
+    # A vote is what a person said: nobody edits or adds one here. Staff with the delete
+    # permission may remove one (a spammer's, say): the ratings are fitted again from the rest.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def get_urls(self) -> list[URLPattern]:
