@@ -204,8 +204,11 @@ class Server:
             await ws.close()
 
 
-async def one_reply(ws: LiveSocket, client: int, max_new_tokens: int, seed: int) -> Stream:
-    """Send one message (a new conversation) and follow its reply to the end."""
+async def one_reply(
+    ws: LiveSocket, client: int, max_new_tokens: int, seed: int, model: str | None = None
+) -> Stream:
+    """Send one message (a new conversation) and follow its reply to the end (by ``model``,
+    a name of the models file; None: the server's default)."""
     frame = {
         "type": "chat.send",
         "conversation": None,
@@ -217,6 +220,8 @@ async def one_reply(ws: LiveSocket, client: int, max_new_tokens: int, seed: int)
             "seed": seed,
         },
     }
+    if model is not None:
+        frame["model"] = model
     stream = Stream(sent=time.perf_counter())
     await ws.send(frame)
     started = False
