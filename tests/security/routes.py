@@ -5,6 +5,7 @@ so a new view cannot ship without saying who may see it."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ class World:
     def build(cls, owner: Any) -> World:
         conversation = factories.make_conversation(owner, title=SECRET_TITLE, turns=1)
         question, answer = list(conversation.messages.order_by("position"))
+        answer.group, answer.slot = uuid.uuid4(), 0  # a compare group's reply (its own route)
+        answer.save(update_fields=["group", "slot"])
         key, plain = factories.make_api_key(owner, SECRET_KEY_NAME)
         return cls(owner, conversation, question, answer, key, plain)
 
@@ -52,6 +55,7 @@ class World:
         path = (
             route.replace("<uuid:conversation_id>", str(c.pk))
             .replace("<uuid:message_id>", str(m.pk))
+            .replace("<uuid:group_id>", str(m.group))
             .replace("<int:key_id>", str(k.pk))
             .replace("<id>", str(self.owner.pk))
             .replace("<path:content_type_id>", str(ContentType.objects.get_for_model(c).pk))
@@ -133,6 +137,7 @@ ROUTES: dict[str, Route] = {
     "c/<uuid:conversation_id>/archive/": Route("conversation", ("POST",), flag),
     "c/<uuid:conversation_id>/delete/": Route("conversation", ("POST",)),
     "c/<uuid:conversation_id>/m/<uuid:message_id>/": Route("conversation"),
+    "c/<uuid:conversation_id>/g/<uuid:group_id>/": Route("conversation"),
     "c/<uuid:conversation_id>/m/<uuid:message_id>/feedback/": Route(
         "conversation", ("POST",), lambda w: {"value": "-1"}
     ),

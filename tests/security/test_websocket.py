@@ -31,7 +31,14 @@ def owners_world() -> tuple[Any, dict[str, str], list[tuple[Any, ...]]]:
     owner = factories.make_user("victim")
     conversation = factories.make_conversation(owner, title="victim's", turns=1)
     question, answer = conversation.messages.order_by("position")
-    ids = {"conversation": str(conversation.pk), "question": str(question.pk)}
+    answer.group, answer.slot = uuid.uuid4(), 0  # one reply of a compare (it can be voted on)
+    answer.save(update_fields=["group", "slot"])
+    ids = {
+        "conversation": str(conversation.pk),
+        "question": str(question.pk),
+        "answer": str(answer.pk),
+        "group": str(answer.group),
+    }
     return owner, ids, rows(conversation.pk)
 
 
@@ -59,6 +66,10 @@ def frames(ids: dict[str, str], own: str) -> list[dict[str, Any]]:
         {"type": "chat.regenerate", "conversation": theirs},
         {"type": "chat.edit", "conversation": theirs, "message": question, "content": "x"},
         {"type": "chat.edit", "conversation": own, "message": question, "content": "x"},
+        {"type": "chat.send", "conversation": theirs, "content": "x", "models": ["a", "b"]},
+        {"type": "chat.send", "conversation": theirs, "content": "x", "arena": True},
+        {"type": "chat.vote", "conversation": theirs, "group": ids["group"], "winner": "tie"},
+        {"type": "chat.vote", "conversation": own, "group": ids["group"], "winner": ids["answer"]},
     ]
     assert {p["type"] for p in probes} == ACTIONS, "a new action needs its isolation probe"
     return [{**p, "client_id": "probe"} for p in probes]
