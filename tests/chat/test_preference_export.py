@@ -239,13 +239,20 @@ def test_the_admin_action_streams_the_selected_votes(staff_client: Client, votes
     assert {line["vote_id"] for line in lines} == {str(votes["second"].pk)}
 
 
-def test_votes_are_read_only_in_the_admin(staff_client: Client, votes: Any) -> None:
+def test_votes_are_read_only_in_the_admin_but_a_spam_vote_can_go(
+    staff_client: Client, votes: Any
+) -> None:
     page = staff_client.get("/admin/chat/vote/")
     assert page.status_code == 200
     html = page.content.decode()
     assert "Export selected votes as preference data (JSONL)" in html
-    assert "delete_selected" not in html
+    assert "delete_selected" in html  # a superuser's: staff without the permission lack it
     assert staff_client.get("/admin/chat/vote/add/").status_code == 403
+    vote = Vote.objects.first()
+    change = staff_client.get(f"/admin/chat/vote/{vote.pk}/change/").content.decode()
+    assert 'name="outcome"' not in change  # shown, never edited
+    staff_client.post(f"/admin/chat/vote/{vote.pk}/delete/", {"post": "yes"})
+    assert not Vote.objects.filter(pk=vote.pk).exists()
 
 
 def test_a_person_opts_out_in_settings(owner_client: Client, owner: Any) -> None:

@@ -844,3 +844,29 @@ def test_a_cache_that_fits_its_limit_takes_its_memory_once() -> None:
     grows = mixed.Slots(2, max_rows=8, max_columns=400, whole_bytes=whole - 1)
     fill(grows, [3])
     assert not grows.in_arena and grows.nbytes < whole / 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_self_check_catches_a_step_that_reads_wrong_positions(
+    dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check's tolerance allows a low precision's rounding, not a real mistake: decode rows
+    read one position off (their rotary embedding shifted) fail it in float32 and bfloat16."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(BUNDLED), dtype=getattr(torch, dtype), attn_implementation="sdpa"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(BUNDLED))
+    real = mixed.forward
+
+    def off_by_one(model: Any, *, positions: list[int], **kw: Any) -> Any:
+        return real(model, positions=[p + 1 for p in positions], **kw)
+
+    assert mixed.install(model, tokenizer)  # the real step agrees (the check runs inside)
+    with torch.inference_mode():
+        monkeypatch.setattr(mixed, "forward", off_by_one)
+        assert mixed.self_check(model, tokenizer) == (
+            "mixed-step logits differ from the model's own forward"
+        )
