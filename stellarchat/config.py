@@ -84,6 +84,7 @@ DTYPE_RE = re.compile(r"auto|float32|bfloat16|float16")
 BACKEND_RE = re.compile(r"transformers|test|openai")
 LOG_FORMAT_RE = re.compile(r"plain|json")
 LOG_LEVEL_RE = re.compile(r"debug|info|warning|error|critical")
+SHARING_RE = re.compile(r"off|users|public")
 
 
 def env_choice(
@@ -282,6 +283,8 @@ class Config:
     max_sockets_per_user: int
     ws_handshakes_per_minute: int
     ws_send_buffer_kb: int
+    sharing: str
+    import_max_mb: int
     models_file: Any = None  # inference.models_file.ModelsFile, or None: one model as before
     worker_models: list[str] | None = None  # the models a worker serves (None: all)
 
@@ -419,6 +422,8 @@ def load(env: Mapping[str, str], *, base_dir: Path) -> Config:
         max_sockets_per_user=env_int(env, "STELLARCHAT_MAX_SOCKETS_PER_USER", 30),
         ws_handshakes_per_minute=env_int(env, "STELLARCHAT_WS_HANDSHAKES_PER_MINUTE", 60),
         ws_send_buffer_kb=env_int(env, "STELLARCHAT_WS_SEND_BUFFER_KB", 1024),
+        sharing=env_choice(env, "STELLARCHAT_SHARING", "users", SHARING_RE, "off, users, public"),
+        import_max_mb=env_int(env, "STELLARCHAT_IMPORT_MAX_MB", 50, minimum=1),
         models_file=models,
         worker_models=worker_models,
         log_level=env_choice(

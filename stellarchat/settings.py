@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "inference",
     "chat",
     "api",
+    "sharing",
+    "portability",
     "channels",
     "django_prometheus",
 ]
@@ -267,6 +269,10 @@ STELLARCHAT_WS_FRAME_BURST = CONFIG.ws_frame_burst
 STELLARCHAT_MAX_SOCKETS_PER_USER = CONFIG.max_sockets_per_user
 STELLARCHAT_WS_HANDSHAKES_PER_MINUTE = CONFIG.ws_handshakes_per_minute
 STELLARCHAT_WS_SEND_BUFFER_KB = CONFIG.ws_send_buffer_kb
+# Share links: off, users (anyone logged in who has the link) or public (docs/sharing.md).
+STELLARCHAT_SHARING = CONFIG.sharing
+# The largest file Settings -> Import takes (docs/import.md).
+STELLARCHAT_IMPORT_MAX_MB = CONFIG.import_max_mb
 # Replies one inference worker decodes together (batched decode steps).
 STELLARCHAT_MAX_BATCH = CONFIG.max_batch
 # torch's threads in a process that generates on the CPU (0 = one fewer than the cores).

@@ -22,6 +22,8 @@ urlpatterns = [
     ),
     path("settings/api-keys/", include("api.web_urls")),
     path("v1/", include("api.urls")),
+    path("", include("sharing.urls")),
+    path("", include("portability.urls")),
     path("", include("chat.urls")),
 ]
 

@@ -264,3 +264,25 @@ def test_the_models_file_is_read_at_start_and_a_bad_one_names_itself(tmp_path: P
     assert str(caught.value).startswith("STELLARCHAT_MODELS_FILE ") and "not a file" in str(
         caught.value
     )
+
+
+def test_sharing_and_import_limits_are_read_and_checked() -> None:
+    from pathlib import Path
+
+    from stellarchat.config import ConfigError, load
+
+    base = {"DJANGO_DEBUG": "1"}
+    config = load(base, base_dir=Path("/tmp"))
+    assert config.sharing == "users" and config.import_max_mb == 50
+    config = load(
+        {**base, "STELLARCHAT_SHARING": "Public", "STELLARCHAT_IMPORT_MAX_MB": "5"},
+        base_dir=Path("/tmp"),
+    )
+    assert config.sharing == "public" and config.import_max_mb == 5
+    for name, value in (
+        ("STELLARCHAT_SHARING", "everyone"),
+        ("STELLARCHAT_IMPORT_MAX_MB", "0"),
+        ("STELLARCHAT_IMPORT_MAX_MB", "5MB"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            load({**base, name: value}, base_dir=Path("/tmp"))
