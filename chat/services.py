@@ -533,3 +533,27 @@ def preferences_update(*, user: Any, **fields: Any) -> Preferences:
     prefs.save()
     user._chat_preferences = prefs
     return prefs
+
+
+def conversation_copy(
+    *, owner: Any, title: str, model_name: str, turns: Sequence[dict[str, str]]
+) -> Conversation:
+    """A new chat conversation of ``owner`` holding ``turns`` (role, content, status,
+    model_name) in order, all or nothing: someone continuing a conversation shared with
+    them. An ordinary conversation: nothing in it points back to where the turns came from."""
+    messages = [
+        Message(
+            role=turn["role"],
+            content=turn["content"],
+            status=turn.get("status", Message.Status.COMPLETE),
+            model_name=turn.get("model_name", ""),
+        )
+        for turn in turns
+    ]
+    if any(m.status == Message.Status.STREAMING for m in messages):
+        raise ValueError("a copy holds no reply still streaming")
+    with transaction.atomic():
+        conversation = conversation_create(owner=owner, title=title, model_name=model_name)
+        if messages:
+            _append(conversation, messages)
+    return conversation
