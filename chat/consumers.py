@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 50  # conversations one socket follows at once (oldest dropped first)
 CLOSE_KEY_REVOKED = 4401  # close code: the API key this socket authenticated with was revoked
+CLOSE_ACCOUNT_DELETED = 4403  # close code: the person deleted their account (do not reconnect)
 
 
 @database_sync_to_async
@@ -189,6 +190,9 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
 
     async def apikey_revoked(self, event: dict[str, Any]) -> None:
         await self.close(code=CLOSE_KEY_REVOKED)
+
+    async def account_deleted(self, event: dict[str, Any]) -> None:  # portability.account
+        await self.close(code=CLOSE_ACCOUNT_DELETED)
 
     async def relay(self, event: dict[str, Any]) -> None:
         await self.send_json(event)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
+
+from portability import account_views, export_views
 
 urlpatterns: list[URLPattern] = []
 
 # --- export and account (export_views, account_views) ---
-urlpatterns += []
+urlpatterns += [
+    path("settings/data/", export_views.data_page, name="my_data"),
+    path("settings/data/export.zip", export_views.export_download, name="export_download"),
+    path("settings/delete-account/", account_views.delete_account, name="delete_account"),
+]
 
 # --- import (import_views) ---
 urlpatterns += []

@@ -261,6 +261,13 @@
   app.addEventListener("htmx:wsClose", (e) => {
     const code = e.detail.event && e.detail.event.code;
     lastClose = code;
+    if (code === 4403) {
+      // The account was deleted (in another tab): nothing to reconnect to; the reload lands
+      // on the login page.
+      setStatus("offline");
+      window.location.reload();
+      return;
+    }
     if (code === 4429) {
       // The person has the most sockets the server allows open elsewhere: say so, and try
       // again slowly (a fast retry would only spend this address's handshakes).

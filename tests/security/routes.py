@@ -127,6 +127,12 @@ ROUTES: dict[str, Route] = {
     "archive/": Route("account"),
     "settings/": Route("account", ("GET", "POST"), lambda w: {"theme": "dark"}),
     "settings/language/": Route("account", ("POST",), lambda w: {"language": "zh-hans"}),
+    "settings/data/": Route("account"),
+    "settings/data/export.zip": Route("account"),
+    # A wrong password: the form is exercised (CSRF, login) and nobody's account goes.
+    "settings/delete-account/": Route(
+        "account", ("GET", "POST"), lambda w: {"password": "not-the-password", "confirm": "on"}
+    ),
     "conversations/": Route("account"),
     "c/<uuid:conversation_id>/": Route("conversation"),
     "c/<uuid:conversation_id>/older/": Route("conversation"),
