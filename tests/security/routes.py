@@ -89,6 +89,14 @@ def flag(w: World) -> dict[str, Any]:
     return {"value": "1"}
 
 
+def shared(w: World) -> dict[str, Any]:
+    """A share link at the path's own placeholder token (tests/sharing/support.py)."""
+    from tests.sharing.support import share_at_placeholder
+
+    share_at_placeholder(w.owner)
+    return {}
+
+
 ROUTES: dict[str, Route] = {
     "metrics": Route("public"),
     "healthz": Route("public"),
@@ -147,6 +155,12 @@ ROUTES: dict[str, Route] = {
     "c/<uuid:conversation_id>/m/<uuid:message_id>/feedback/": Route(
         "conversation", ("POST",), lambda w: {"value": "-1"}
     ),
+    "s/<str:token>/": Route("account", data=shared),
+    "s/<str:token>/continue/": Route("account", ("POST",), shared),
+    "settings/shared-links/": Route("account"),
+    "c/<uuid:conversation_id>/share/": Route("conversation", ("GET", "POST")),
+    "c/<uuid:conversation_id>/share/update/": Route("conversation", ("POST",)),
+    "c/<uuid:conversation_id>/share/revoke/": Route("conversation", ("POST",)),
 }
 
 
