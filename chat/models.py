@@ -48,6 +48,9 @@ class Conversation(models.Model):
     # False for a key that does not store conversations: the texts are erased when the
     # reply ends; the rows stay, empty, so token counts (quotas, review) remain.
     retain_text = models.BooleanField(_("text kept"), default=True)
+    # Where an imported conversation came from ("chatgpt:<id>", "openwebui:<id>",
+    # "stellarchat:<id>"; blank: made here): importing the same file again adds nothing.
+    import_source = models.CharField(_("imported from"), max_length=300, blank=True, default="")
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("last activity"), auto_now=True, db_index=False)
 
@@ -60,6 +63,14 @@ class Conversation(models.Model):
                 name="conv_owner_activity_idx",
             ),
             models.Index(fields=["-updated_at"], name="conv_activity_idx"),
+        ]
+        constraints = [
+            # Also the index behind "was this one imported already?" (portability/importers).
+            models.UniqueConstraint(
+                fields=["owner", "import_source"],
+                condition=~models.Q(import_source=""),
+                name="conv_owner_import_source_uniq",
+            ),
         ]
 
     def __str__(self) -> str:

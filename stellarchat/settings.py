@@ -46,6 +46,9 @@ INSTALLED_APPS = [
     "portability",
     "channels",
     "django_prometheus",
+    # The task queue (imports): Django 6's Tasks backported, its jobs kept in the database.
+    "django_tasks",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -273,6 +276,11 @@ STELLARCHAT_WS_SEND_BUFFER_KB = CONFIG.ws_send_buffer_kb
 STELLARCHAT_SHARING = CONFIG.sharing
 # The largest file Settings -> Import takes (docs/import.md).
 STELLARCHAT_IMPORT_MAX_MB = CONFIG.import_max_mb
+# Background work (imports) goes through a durable queue: each task is a database row, so a
+# restart loses none. Production runs `manage.py task_worker` (Compose's `tasks`); embedded
+# (no REDIS_URL, `make run`) the web process runs the same worker on a thread of its own.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+STELLARCHAT_EMBEDDED_TASKS = not CONFIG.redis_url
 # Replies one inference worker decodes together (batched decode steps).
 STELLARCHAT_MAX_BATCH = CONFIG.max_batch
 # torch's threads in a process that generates on the CPU (0 = one fewer than the cores).
