@@ -60,6 +60,13 @@ application = ProtocolTypeRouter(
     }
 )
 
+# Background tasks (imports): embedded (no REDIS_URL), this process runs the task queue's
+# worker on a thread of its own, from now until it exits; otherwise `manage.py task_worker`
+# does (portability/tasks.py).
+from portability.tasks import start_embedded  # noqa: E402
+
+start_embedded()
+
 # Everything imported so far lives as long as the process: out of the collector's sight, so a
 # full collection (every few seconds under load) no longer walks Django, Channels and every
 # app module: 20-60 ms pauses of the whole event loop, measured, most of a time to first

@@ -37,3 +37,6 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+# No task worker thread inside test processes that import the ASGI app: tests run the queue
+# themselves (tests/portability/test_import_queue.py).
+STELLARCHAT_EMBEDDED_TASKS = False

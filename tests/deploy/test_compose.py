@@ -158,7 +158,25 @@ def test_it_refuses_to_run_without_a_postgres_password(tmp_path: Path) -> None:
 
 
 def test_it_has_the_services_of_the_topology(services: dict[str, str]) -> None:
-    assert set(services) == {"redis", "postgres", "migrate", "web", "worker", "worker-gpu"}
+    assert set(services) == {
+        "redis",
+        "postgres",
+        "migrate",
+        "web",
+        "worker",
+        "worker-gpu",
+        "tasks",
+    }
+
+
+def test_tasks_runs_the_task_queue_after_migrate(services: dict[str, str]) -> None:
+    """Imports' background worker (portability/tasks.py), its queue in PostgreSQL."""
+    block = services["tasks"]
+    assert list_under(block, "command") == ["python", "manage.py", "task_worker"]
+    assert re.search(
+        r"migrate:\n\s+condition: service_completed_successfully", section(block, "depends_on")
+    )
+    assert "    ports:" not in block and "    container_name:" not in block
 
 
 def test_web_runs_daphne_on_all_interfaces(services: dict[str, str]) -> None:
@@ -186,7 +204,7 @@ def test_workers_scale_without_clashes(services: dict[str, str], name: str) -> N
 
 
 def test_app_services_are_wired_to_postgres_and_redis(services: dict[str, str]) -> None:
-    for name in ("migrate", "web", "worker", "worker-gpu"):
+    for name in ("migrate", "web", "worker", "worker-gpu", "tasks"):
         environment = section(services[name], "environment")
         assert re.search(r"DATABASE_URL: postgres://\S+@postgres:5432/", environment), name
         assert "REDIS_URL: redis://redis:6379/" in environment, name
