@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from portability import account_views, export_views
+from portability import account_views, export_views, import_views
 
 urlpatterns: list[URLPattern] = []
 
@@ -16,4 +16,7 @@ urlpatterns += [
 ]
 
 # --- import (import_views) ---
-urlpatterns += []
+urlpatterns += [
+    path("settings/import/", import_views.import_page, name="import_page"),
+    path("settings/import/<int:job_id>/", import_views.import_job, name="import_job"),
+]

@@ -69,6 +69,10 @@ class World:
 
                 group = str(Group.objects.get_or_create(name="reviewers")[0].pk)
             path = path.replace("<path:object_id>", str(found[0].pk) if found else group)
+        if "<int:job_id>" in path:  # an import job of the owner (portability)
+            from tests.portability.support import owner_import_job
+
+            path = path.replace("<int:job_id>", str(owner_import_job(self.owner).pk))
         path = re.sub(r"\^\(\?P<app_label>[^)]*\)/\$", "chat/", path)
         path = path.replace("(?P<url>.*)$", "no-such-admin-page/")
         return "/" + path
@@ -83,6 +87,13 @@ class Route:
     access: str
     methods: tuple[str, ...] = ("GET",)
     data: Callable[[World], dict[str, Any]] = field(default=lambda w: {})
+
+
+def support_upload() -> Any:
+    """An export file to post to Settings → Import (tests/portability/support.py)."""
+    from tests.portability.support import RouteUpload
+
+    return RouteUpload()
 
 
 def flag(w: World) -> dict[str, Any]:
@@ -135,6 +146,9 @@ ROUTES: dict[str, Route] = {
     "archive/": Route("account"),
     "settings/": Route("account", ("GET", "POST"), lambda w: {"theme": "dark"}),
     "settings/language/": Route("account", ("POST",), lambda w: {"language": "zh-hans"}),
+    "settings/import/": Route("account", ("GET", "POST"), lambda w: {"file": support_upload()}),
+    # The owner's import job (portability): everyone else gets 404, as for a conversation.
+    "settings/import/<int:job_id>/": Route("conversation"),
     "settings/data/": Route("account"),
     "settings/data/export.zip": Route("account"),
     # A wrong password: the form is exercised (CSRF, login) and nobody's account goes.
