@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,8 @@ ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = livedaphne.BASE / "test-artifacts"
+PASSWORD = "a-long-and-fine-passphrase"
+_people = itertools.count()
 
 
 def _require_chromium() -> None:
@@ -63,6 +66,21 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
 
 
+def serving_models(tmp_path_factory: pytest.TempPathFactory, models_toml: str) -> Iterator[Any]:
+    """A live daphne (embedded, as `make run`) serving the models of ``models_toml``; the
+    test backend's words 20 ms apart. For a module-scoped fixture to yield from."""
+    folder = Path(tmp_path_factory.mktemp("models"))
+    (folder / "models.toml").write_text(models_toml)
+    env = {
+        "DJANGO_DEBUG": "1",
+        "STELLARCHAT_DATA_DIR": str(folder),
+        "STELLARCHAT_MODELS_FILE": str(folder / "models.toml"),
+        "STELLARCHAT_TEST_BACKEND_DELAY_MS": "20",
+    }
+    with livedaphne.daphne(env) as server:
+        yield server
+
+
 def manage_shell(env: dict[str, str], code: str) -> str:
     """Run Python inside the live server's Django (same database), e.g. to seed data."""
     proc = subprocess.run(
@@ -82,3 +100,29 @@ def shot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
     return path
+
+
+def watch(page: Any) -> Any:
+    """Collect script errors, CSP reports (console errors) and unexpected dialogs in
+    ``page.problems``: a test asserts it is empty at the end (an injected script would alert)."""
+    page.problems = []
+    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("dialog", lambda d: (page.problems.append(f"dialog: {d.message}"), d.dismiss()))
+    return page
+
+
+def sign_up(page: Any, base: str, prefix: str = "person", *, online: bool = False) -> str:
+    """Make a new account through the real sign-up form (a unique name from ``prefix``) and
+    land on the chat, its socket up when ``online``; the name."""
+    name = f"{prefix}{next(_people)}"
+    page.goto(base + "/accounts/signup/")
+    page.fill("#id_username", name)
+    page.fill("#id_password1", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    if online:
+        page.wait_for_selector("#connection[data-state=online]")
+    page.username = name
+    return name

@@ -4,30 +4,16 @@ without JavaScript, in every theme and at phone width."""
 
 from __future__ import annotations
 
-import itertools
 import re
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import manage_shell, shot
+from tests.browser.conftest import manage_shell, shot, sign_up
 
 pytestmark = pytest.mark.slow
 
-PASSWORD = "a-long-and-fine-passphrase"
 KEY_RE = re.compile(r"sc_[a-z0-9]{8}_[A-Za-z0-9]{40}")
-_names = itertools.count()
-
-
-def sign_up(page: Any, live: Any) -> str:
-    name = f"keyholder{next(_names)}"
-    page.goto(live.url + "/accounts/signup/")
-    page.fill("#id_username", name)
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(live.url + "/")
-    return name
 
 
 def watch(page: Any) -> None:
@@ -56,7 +42,7 @@ def page(browser: Any, live: Any) -> Any:
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
     page = context.new_page()
     watch(page)
-    page.username = sign_up(page, live)  # type: ignore[attr-defined]
+    sign_up(page, live.url, "keyholder")
     yield page
     context.close()
 
@@ -143,7 +129,7 @@ def test_it_works_without_javascript(browser: Any, live: Any) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844}, java_script_enabled=False)
     page = context.new_page()
     watch(page)
-    sign_up(page, live)
+    sign_up(page, live.url, "keyholder")
     page.goto(live.url + "/settings/api-keys/")
     key = create_key(page, "no script")
     assert not page.is_visible(".copy-key")  # a button that could do nothing is hidden

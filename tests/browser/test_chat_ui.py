@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import manage_shell, shot
+from tests.browser.conftest import manage_shell, shot, sign_up
 
 pytestmark = pytest.mark.slow
-
-PASSWORD = "a-long-and-fine-passphrase"
-_names = itertools.count()
 
 
 def words(n: int) -> str:
@@ -38,15 +34,7 @@ def page(browser: Any, live: Any) -> Any:
             dialog.dismiss()
 
     page.on("dialog", on_dialog)
-    name = f"person{next(_names)}"
-    page.goto(live.url + "/accounts/signup/")
-    page.fill("#id_username", name)
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(live.url + "/")
-    page.wait_for_selector("#connection[data-state=online]")
-    page.username = name  # type: ignore[attr-defined]
+    sign_up(page, live.url, online=True)
     yield page
     context.close()
 

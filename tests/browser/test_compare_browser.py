@@ -5,19 +5,15 @@ in the thread after a reload."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import shot
-from tests.browser.test_chat_ui import PASSWORD, send
-from tests.e2e import livedaphne
+from tests.browser.conftest import serving_models, shot, sign_up, watch
+from tests.browser.test_chat_ui import send
 
 pytestmark = pytest.mark.slow
-_names = itertools.count()
 
 MODELS = """
 default = "mini"
@@ -37,34 +33,16 @@ backend = "test"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    folder = Path(tmp_path_factory.mktemp("compare-browser"))
-    (folder / "models.toml").write_text(MODELS)
-    env = {
-        "DJANGO_DEBUG": "1",
-        "STELLARCHAT_DATA_DIR": str(folder),
-        "STELLARCHAT_MODELS_FILE": str(folder / "models.toml"),
-        "STELLARCHAT_TEST_BACKEND_DELAY_MS": "20",
-    }
-    with livedaphne.daphne(env) as server:
-        yield server
+    yield from serving_models(tmp_path_factory, MODELS)
 
 
 @pytest.fixture
 def page(browser: Any, live: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
-    page.goto(live.url + "/accounts/signup/")
-    page.fill("#id_username", f"judge{next(_names)}")
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(live.url + "/")
-    page.wait_for_selector("#connection[data-state=online]")
+    page = watch(context.new_page())
+    sign_up(page, live.url, "judge", online=True)
     yield page
-    assert not problems, problems
+    assert not page.problems, page.problems
     context.close()
 
 

@@ -5,7 +5,6 @@ password first, and land logged out, while the person's other open chat tab is c
 
 from __future__ import annotations
 
-import itertools
 import json
 import zipfile
 from pathlib import Path
@@ -13,12 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import manage_shell, shot
+from tests.browser.conftest import PASSWORD, manage_shell, shot, sign_up, watch
 
 pytestmark = pytest.mark.slow
 
-PASSWORD = "a-long-and-fine-passphrase"
-_names = itertools.count()
 
 SEED = """
 from django.contrib.auth import get_user_model
@@ -36,18 +33,8 @@ for title, question in [("Trip to 北京 / ../../x", "Where first?"), ("Recipes"
 def page(browser: Any, live: Any) -> Any:
     """A fresh browser context (downloads allowed), signed up as a new person."""
     context = browser.new_context(viewport={"width": 1100, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.problems = []  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
-    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-    name = f"leaver{next(_names)}"
-    page.goto(live.url + "/accounts/signup/")
-    page.fill("#id_username", name)
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(live.url + "/")
-    page.username = name  # type: ignore[attr-defined]
+    page = watch(context.new_page())
+    sign_up(page, live.url, "leaver")
     yield page
     context.close()
 

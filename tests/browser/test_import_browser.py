@@ -5,42 +5,23 @@ chat; a second import of the same file adds nothing; a broken file is named."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import shot
+from tests.browser.conftest import shot, sign_up, watch
 from tests.portability import support
 
 pytestmark = pytest.mark.slow
 
-PASSWORD = "a-long-and-fine-passphrase"
-_names = itertools.count()
 CONVERSATIONS = 400
 
 
 def new_page(browser: Any, live: Any, *, width: int = 1100, height: int = 900) -> Any:
     context = browser.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.problems = []
-    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
-    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-    page.on("dialog", lambda d: (page.problems.append(f"dialog: {d.message}"), d.dismiss()))
-    return page
-
-
-def sign_up(page: Any, live: Any) -> str:
-    name = f"importer{next(_names)}"
-    page.goto(live.url + "/accounts/signup/")
-    page.fill("#id_username", name)
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(live.url + "/")
-    return name
+    return watch(context.new_page())
 
 
 def export_file(directory: Path) -> Path:
@@ -64,7 +45,7 @@ def test_import_a_file_and_watch_it_finish(
     browser: Any, live: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     page = new_page(browser, live)
-    sign_up(page, live)
+    sign_up(page, live.url, "importer")
     page.goto(live.url + "/settings/import/")
     assert page.locator("h2").inner_text() == "Import conversations"
     assert "No imports yet." in page.inner_text("main")
@@ -139,7 +120,7 @@ def test_the_import_page_on_a_phone(
     browser: Any, live: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     page = new_page(browser, live, width=390, height=844)
-    sign_up(page, live)
+    sign_up(page, live.url, "importer")
     page.goto(live.url + "/settings/import/")
     path = tmp_path_factory.mktemp("phone") / "chats.json"
     path.write_bytes(support.fixture("openwebui_chats.json"))

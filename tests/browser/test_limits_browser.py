@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import shot
-from tests.browser.test_chat_ui import PASSWORD, last_reply, send, wait_done, words
+from tests.browser.conftest import PASSWORD, shot
+from tests.browser.test_chat_ui import last_reply, send, wait_done, words
 from tests.e2e import livedaphne
 
 pytestmark = pytest.mark.slow

@@ -4,19 +4,15 @@ out, continue it as another person (the copy opens in their chat), revoke it and
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import shot
+from tests.browser.conftest import shot, sign_up, watch
 from tests.e2e import livedaphne
 
 pytestmark = pytest.mark.slow
-
-PASSWORD = "a-long-and-fine-passphrase"
-_names = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +31,7 @@ def new_page(browser: Any, live: Any, *, width: int = 1200) -> Any:
     """A fresh browser context (its own cookies) that collects script errors and CSP reports."""
     context = browser.new_context(viewport={"width": width, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
-    page = context.new_page()
-    page.problems = []
-    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
-    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-    page.on("dialog", lambda d: (page.problems.append(f"dialog: {d.message}"), d.dismiss()))
-    return page
-
-
-def sign_up(page: Any, live: Any) -> str:
-    name = f"sharer{next(_names)}"
-    page.goto(live.url + "/accounts/signup/")
-    page.fill("#id_username", name)
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(live.url + "/")
-    page.wait_for_selector("#connection[data-state=online]")
-    return name
+    return watch(context.new_page())
 
 
 def chat(page: Any, text: str) -> None:
@@ -75,7 +54,7 @@ def test_share_open_logged_out_continue_as_another_and_revoke(
 ) -> None:
     live = live_public
     owner = new_page(browser, live)
-    owner_name = sign_up(owner, live)
+    owner_name = sign_up(owner, live.url, "sharer", online=True)
     chat(owner, "What is a <b>neutron star</b>?")
     conversation_url = owner.url
     assert "/c/" in conversation_url
@@ -116,7 +95,7 @@ def test_share_open_logged_out_continue_as_another_and_revoke(
 
     # Another person continues it: the copy opens in their own chat.
     reader = new_page(browser, live)
-    reader_name = sign_up(reader, live)
+    reader_name = sign_up(reader, live.url, "sharer", online=True)
     reader.goto(url)
     reader.click("button:has-text('Continue this conversation')")
     reader.wait_for_url(live.url + "/c/**")

@@ -7,9 +7,7 @@ and every page the person can load for the models' names and labels before the v
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +16,9 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from chat.models import Conversation, Message, Vote
-from inference import models_file, registry
 from inference.backends.base import Result
-from inference.options import parse_options
 from tests import factories
+from tests.chat.registry_support import GREEDY, alone, backends_of, use
 from tests.chat.wsclient import Socket, connect, reply_text
 from tests.inference import tinymodels
 
@@ -31,8 +28,6 @@ pytestmark = [
     pytest.mark.usefixtures("fresh_layer"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-GREEDY = {"temperature": 0, "max_new_tokens": 12}
 # Names and labels no model writes by chance: the blind test searches for them.
 MINI, TINY, ECHO = "m7q2", "t9z4", "e4v6"
 SECRETS = (MINI, TINY, "Label-K3W8", "Label-J5X1")
@@ -57,29 +52,12 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         backend = "test"
         groups = ["research"]
     """
-    spec = models_file.parse(
-        tomllib.loads(text), where="models.toml", env={}, folders=(ROOT,), max_new_tokens_limit=64
-    )
-    instances: dict[str, Any] = {}
-    yield {"file": spec, "instances": instances}
-    for backend in instances.values():
-        if hasattr(backend, "close"):
-            backend.close()
+    yield from backends_of(text)
 
 
 @pytest.fixture(autouse=True)
 def registry_file(backends: dict[str, Any], settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings.STELLARCHAT_MODELS = backends["file"]
-    settings.STELLARCHAT_MAX_NEW_TOKENS = 64
-    monkeypatch.setattr(registry, "_instances", backends["instances"])
-
-
-def alone(name: str, turns: list[dict[str, str]]) -> str:
-    """What model ``name`` answers to ``turns`` with the test's options, asked directly."""
-    options = parse_options(GREEDY, max_new_tokens_limit=64)
-    items = list(registry.backend(name).stream(turns, options))
-    assert isinstance(items[-1], Result) and items[-1].finish_reason in ("stop", "length")
-    return "".join(items[:-1])
+    use(backends, settings, monkeypatch)
 
 
 async def ends(sock: Socket, count: int, timeout: float = 90) -> list[dict[str, Any]]:

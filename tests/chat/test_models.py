@@ -7,9 +7,7 @@ same answer on the WebSocket and the API, with nothing saved."""
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +15,9 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import Group
 
 from chat.models import Conversation, Message
-from inference import models_file, registry
-from inference.backends.base import Result
-from inference.options import parse_options
 from tests import factories
 from tests.api.test_rest_api import auth, call, post
+from tests.chat.registry_support import GREEDY, alone, backends_of, use
 from tests.chat.wsclient import Socket, connect, reply_text
 from tests.inference import tinymodels
 
@@ -30,9 +26,6 @@ pytestmark = [
     pytest.mark.asyncio,
     pytest.mark.usefixtures("fresh_layer"),
 ]
-
-ROOT = Path(__file__).resolve().parents[2]
-GREEDY = {"temperature": 0, "max_new_tokens": 12}
 
 
 @pytest.fixture(scope="module")
@@ -55,29 +48,12 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         backend = "test"
         groups = ["research"]
     """
-    spec = models_file.parse(
-        tomllib.loads(text), where="models.toml", env={}, folders=(ROOT,), max_new_tokens_limit=64
-    )
-    instances: dict[str, Any] = {}
-    yield {"file": spec, "instances": instances}
-    for backend in instances.values():
-        if hasattr(backend, "close"):
-            backend.close()
+    yield from backends_of(text)
 
 
 @pytest.fixture(autouse=True)
 def registry_file(backends: dict[str, Any], settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings.STELLARCHAT_MODELS = backends["file"]
-    settings.STELLARCHAT_MAX_NEW_TOKENS = 64
-    monkeypatch.setattr(registry, "_instances", backends["instances"])
-
-
-def alone(name: str, turns: list[dict[str, str]]) -> str:
-    """What model ``name`` answers to ``turns`` with the test's options, asked directly."""
-    options = parse_options(GREEDY, max_new_tokens_limit=64)
-    items = list(registry.backend(name).stream(turns, options))
-    assert isinstance(items[-1], Result) and items[-1].finish_reason in ("stop", "length")
-    return "".join(items[:-1])
+    use(backends, settings, monkeypatch)
 
 
 async def chat(sock: Socket, content: str, conversation: str | None = None, **extra: Any) -> Any:
