@@ -18,7 +18,7 @@ import pytest
 from openai import OpenAI
 
 from tests.e2e import livedaphne
-from tests.e2e.test_remote_live import SECRET, _manage
+from tests.e2e.test_remote_live import BASE_ENV, upstream_with_key
 from tests.e2e.wsclient import LiveSocket, signup
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
@@ -29,16 +29,8 @@ GREEDY = {"temperature": 0, "max_new_tokens": 40}
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    base = {
-        "DJANGO_SECRET_KEY": SECRET,
-        "DJANGO_DEBUG": "1",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-    }
-    upstream_env = {**base, "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp("upstream"))}
-    with livedaphne.daphne(upstream_env) as upstream:
-        signup(upstream.url, "frontend")
-        key = _manage(upstream_env, "create_api_key", "frontend", "--name", "front")
-        key = key.strip().splitlines()[-1]
+    base = BASE_ENV
+    with upstream_with_key(tmp_path_factory) as (upstream, _, key):
         folder = Path(tmp_path_factory.mktemp("front"))
         (folder / "models.toml").write_text(
             f"""

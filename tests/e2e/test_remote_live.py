@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,30 @@ def _manage(env: dict[str, str], *args: str) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    base = {
-        "DJANGO_SECRET_KEY": SECRET,
-        "DJANGO_DEBUG": "1",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-    }
-    upstream_env = {**base, "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp("upstream"))}
+BASE_ENV = {
+    "DJANGO_SECRET_KEY": SECRET,
+    "DJANGO_DEBUG": "1",
+    "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+}
+
+
+@contextmanager
+def upstream_with_key(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[livedaphne.Server, dict[str, str], str]]:
+    """StellarChat B serving the bundled model, with an API key for the front (its server,
+    its environment, the key)."""
+    upstream_env = {**BASE_ENV, "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp("upstream"))}
     with livedaphne.daphne(upstream_env) as upstream:
         signup(upstream.url, "frontend")
         key = _manage(upstream_env, "create_api_key", "frontend", "--name", "front")
-        key = key.strip().splitlines()[-1]
+        yield upstream, upstream_env, key.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    base = BASE_ENV
+    with upstream_with_key(tmp_path_factory) as (upstream, upstream_env, key):
         front_env = {
             **base,
             "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp("front")),
