@@ -16,14 +16,16 @@ import asyncio
 import math
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from limits.util import WindowStats
 
 
 class RateLimited(Exception):
@@ -43,9 +45,63 @@ class RateState:
     reset_after: int
 
 
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MovingWindowRateLimiter] = (
-    weakref.WeakKeyDictionary()
-)
+class MemoryWindows:
+    """Moving windows in this process's memory, for the embedded default: ``hit`` and
+    ``get_window_stats`` as ``limits``' ``MovingWindowRateLimiter`` has them, the same
+    counting (a hit is refused when the window already holds ``limit`` events).
+
+    Why not the library's ``async+memory://`` storage: every hit there starts a sweep of all
+    its keys, and the sweep hops to a thread for each key while holding that key's lock. Under
+    a flood of handshakes that sweep ran back to back: a fifth of the event loop's time and
+    of its thread hops went to it (py-spy, bench/abuse.py), and a person's message waited for
+    its key's lock. Here a key's old events go when the key is hit, and keys nobody hits are
+    dropped every ``SWEEP_EVERY`` hits."""
+
+    SWEEP_EVERY = 4096
+
+    def __init__(self, clock: Any = None) -> None:
+        self.clock = clock if clock is not None else time.time
+        self.events: dict[str, deque[float]] = {}  # key -> event times, oldest first
+        self.expiries: dict[str, float] = {}  # key -> its window's length
+        self.hits = 0
+
+    def _window(self, key: str, expiry: float, now: float) -> deque[float]:
+        events = self.events.get(key)
+        if events is None:
+            events = self.events[key] = deque()
+            self.expiries[key] = expiry
+        while events and events[0] < now - expiry:  # an event a whole window old still counts
+            events.popleft()
+        return events
+
+    async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        now = self.clock()
+        key, expiry = item.key_for(*identifiers), item.get_expiry()
+        self.hits += 1
+        if self.hits % self.SWEEP_EVERY == 0:
+            self._sweep(now)
+        events = self._window(key, expiry, now)
+        if cost > item.amount or len(events) + cost > item.amount:
+            return False
+        events.extend([now] * cost)
+        return True
+
+    async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        now = self.clock()
+        events = self._window(item.key_for(*identifiers), item.get_expiry(), now)
+        start = events[0] if events else now
+        return WindowStats(start + item.get_expiry(), item.amount - len(events))
+
+    def _sweep(self, now: float) -> None:
+        """Forget the keys whose windows are empty (an address seen once, long ago)."""
+        for key in [k for k, e in self.events.items() if not e or e[-1] < now - self.expiries[k]]:
+            del self.events[key]
+            del self.expiries[key]
+
+
+_limiters: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, MovingWindowRateLimiter | MemoryWindows
+] = weakref.WeakKeyDictionary()
 
 
 def shared_redis_url() -> str | None:
@@ -55,9 +111,9 @@ def shared_redis_url() -> str | None:
     return host.get("address") if isinstance(host, dict) else host
 
 
-def window_limiter() -> MovingWindowRateLimiter:
+def window_limiter() -> MovingWindowRateLimiter | MemoryWindows:
     """One limiter per event loop: redis-py's asyncio connections belong to the loop that
-    opened them."""
+    opened them. In Redis when the project has one, else in this process (``MemoryWindows``)."""
     loop = asyncio.get_running_loop()
     limiter = _limiters.get(loop)
     if limiter is None:
@@ -66,9 +122,9 @@ def window_limiter() -> MovingWindowRateLimiter:
             storage = storage_from_string(
                 f"async+{redis_url}", implementation="redispy", key_prefix="stellarchat-limits"
             )
+            limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
         else:
-            storage = storage_from_string("async+memory://")
-        limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+            limiter = MemoryWindows()
         _limiters[loop] = limiter
     return limiter
 
