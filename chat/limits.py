@@ -52,8 +52,8 @@ class MemoryWindows:
 
     Why not the library's ``async+memory://`` storage: every hit there starts a sweep of all
     its keys, and the sweep hops to a thread for each key while holding that key's lock. Under
-    a flood of handshakes that sweep ran back to back: a fifth of the event loop's time and
-    of its thread hops went to it (py-spy, bench/abuse.py), and a person's message waited for
+    a flood of handshakes the sweeps ran back to back: 7 % of the event loop's time and most
+    of its hops to threads (py-spy, bench/abuse.py), and a person's message could wait for
     its key's lock. Here a key's old events go when the key is hit, and keys nobody hits are
     dropped every ``SWEEP_EVERY`` hits."""
 
