@@ -56,6 +56,7 @@ version bump that moves these internals fails there, not in production.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -259,15 +260,6 @@ class _Later:
         return str(self.fn(*self.args, **self.kwargs))
 
 
-def _later(fn: Callable[..., Any]) -> Callable[..., _Later]:
-    """``fn`` as autobahn calls it for a log line's values: the call deferred (``_Later``)."""
-
-    def make(*args: Any, **kwargs: Any) -> _Later:
-        return _Later(fn, *args, **kwargs)
-
-    return make
-
-
 def write_now(transport: Any, data: bytes) -> None:
     """``transport.write(data)``, sent at once when nothing waits before it.
 
@@ -282,8 +274,7 @@ def write_now(transport: Any, data: bytes) -> None:
         and getattr(transport, "connected", False)
         and not transport.disconnecting
         and not transport._writeDisconnected
-        and not transport._tempDataLen
-        and len(transport.dataBuffer) == transport.offset
+        and unsent_bytes(transport) == 0
     ):
         try:
             sent = transport.socket.send(data)
@@ -319,7 +310,7 @@ def install(
     for module in (autobahn.websocket.protocol, autobahn.twisted.websocket):
         for name in ("pformat", "hltype", "hlval"):
             if hasattr(module, name):
-                setattr(module, name, _later(getattr(module, name)))
+                setattr(module, name, functools.partial(_Later, getattr(module, name)))
 
     original_connect = WebSocketProtocol.onConnect
     original_message = WebSocketProtocol.onMessage
