@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import os
 import signal
 import socket
 import time
@@ -221,6 +222,63 @@ async def test_an_address_that_keeps_handshaking_while_refused_is_dropped_at_acc
     again.request("GET", "/healthz")
     assert again.getresponse().status == 200
     again.close()
+
+
+def masked(frame: dict[str, Any]) -> bytes:
+    """A client's text frame as it goes on the wire (RFC 6455 5.2: masked, FIN set)."""
+    payload = json.dumps(frame).encode()
+    assert len(payload) < 65536
+    key = os.urandom(4)
+    length = (
+        bytes([0x80 | len(payload)])
+        if len(payload) < 126
+        else bytes([0xFE]) + len(payload).to_bytes(2, "big")
+    )
+    return bytes([0x81]) + length + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def refused_frames(url: str) -> float:
+    """The server's count of frames refused for the frame limit (its /metrics)."""
+    status, text = get(url, "/metrics", "")
+    assert status == 200
+    lines = [x for x in text.splitlines() if x.startswith(REFUSED_FRAMES)]
+    return float(lines[0].split()[-1]) if lines else 0.0  # none refused yet: no line
+
+
+REFUSED_FRAMES = 'stellarchat_websocket_refusals_total{limit="frames"}'
+
+
+async def test_frames_that_come_in_one_piece_are_all_read_in_order(embedded: Live) -> None:
+    """95 frames (within the burst of 100) written at once, ~20 KB: the server reads them in
+    pieces, and frames cut across the pieces' edges come out whole, each answered in turn."""
+    cookie = signup(embedded.url, "onepiece")
+    ws = await open_socket(embedded.url, cookie, 50)
+    ids = [f"{n:03d}-" + "x" * 120 for n in range(95)]
+    frames = [{"type": "chat.subscribe", "conversation": NOWHERE, "client_id": i} for i in ids]
+    ws.ws.transport.write(b"".join(masked(f) for f in frames))
+    answers = [await ws.recv() for _ in ids]
+    assert [a["client_id"] for a in answers] == ids
+    assert {a["code"] for a in answers} == {"not_found"}
+    assert (await chat(ws, "still here"))["end"]["finish_reason"] == "stop"
+    await ws.close()
+
+
+async def test_a_burst_past_the_limit_is_read_no_faster_than_the_limit(embedded: Live) -> None:
+    """4,000 frames written at once (~650 KB): what comes after the first refused frame stays
+    in the kernel, unread, until the socket is read again (the client feels TCP push back);
+    before, every frame of each 64 KB read was parsed and refused."""
+    cookie = signup(embedded.url, "dumper")
+    ws = await open_socket(embedded.url, cookie, 51)
+    frame = {"type": "chat.subscribe", "conversation": NOWHERE, "client_id": "d" * 100}
+    before = refused_frames(embedded.url)
+    ws.ws.transport.write(masked(frame) * 4000)
+    answers = [await ws.recv() for _ in range(101)]  # the burst, then one refusal notice
+    await asyncio.sleep(1.2)  # two more times the socket is read
+    refused = refused_frames(embedded.url) - before
+    assert [a["code"] for a in answers].count("not_found") >= 100
+    assert "rate_limited" in [a["code"] for a in answers]
+    assert 1 <= refused <= 300, refused  # 38 measured; 829 before
+    await ws.close()
 
 
 async def stalled_socket(url: str, cookie: str, n: int) -> Any:
