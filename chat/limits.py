@@ -81,7 +81,7 @@ class MemoryWindows:
         if self.hits % self.SWEEP_EVERY == 0:
             self._sweep(now)
         events = self._window(key, expiry, now)
-        if cost > item.amount or len(events) + cost > item.amount:
+        if len(events) + cost > item.amount:
             return False
         events.extend([now] * cost)
         return True
