@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import http.client
 import json
-import os
 import signal
 import socket
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 
 from tests import services
 from tests.e2e import livedaphne
@@ -226,15 +226,7 @@ async def test_an_address_that_keeps_handshaking_while_refused_is_dropped_at_acc
 
 def masked(frame: dict[str, Any]) -> bytes:
     """A client's text frame as it goes on the wire (RFC 6455 5.2: masked, FIN set)."""
-    payload = json.dumps(frame).encode()
-    assert len(payload) < 65536
-    key = os.urandom(4)
-    length = (
-        bytes([0x80 | len(payload)])
-        if len(payload) < 126
-        else bytes([0xFE]) + len(payload).to_bytes(2, "big")
-    )
-    return bytes([0x81]) + length + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return Frame(Opcode.TEXT, json.dumps(frame).encode()).serialize(mask=True)
 
 
 def refused_frames(url: str) -> float:
