@@ -14,6 +14,7 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from chat.models import Conversation, Message, Preferences, Vote
+from stellarchat.prepared import Prepared
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:
@@ -40,7 +41,17 @@ def conversation_get(*, user: Any, conversation_id: Any) -> Conversation | None:
     pk = _as_uuid(conversation_id)
     if pk is None or not getattr(user, "is_authenticated", False):
         return None
-    return Conversation.objects.filter(pk=pk, owner=user).first()
+    found = _conversation_of_owner(pk=pk, owner=user.pk)
+    return found[0] if found else None
+
+
+# Every chat frame reads its conversation this way (stellarchat/prepared.py: why).
+_conversation_of_owner = Prepared(
+    Conversation,
+    lambda pk, owner: Conversation.objects.filter(pk=pk, owner_id=owner)[:1],
+    pk=Conversation._meta.pk,
+    owner=Conversation._meta.get_field("owner"),
+)
 
 
 def message_list(*, conversation: Conversation) -> QuerySet[Message]:
@@ -55,11 +66,17 @@ def current_messages(*, conversation: Conversation) -> QuerySet[Message]:
 
 def streaming_messages(*, conversation_id: Any) -> list[Message]:
     """The replies being generated in this conversation: one, or a compare group's."""
-    return list(
-        Message.objects.filter(
-            conversation_id=conversation_id, status=Message.Status.STREAMING
-        ).order_by("position")
-    )
+    return _streaming(conversation=conversation_id)
+
+
+# Read by every subscribe (the page's, and a script's up to its frame limit).
+_streaming = Prepared(
+    Message,
+    lambda conversation: Message.objects.filter(
+        conversation_id=conversation, status=Message.Status.STREAMING
+    ).order_by("position"),
+    conversation=Message._meta.get_field("conversation"),
+)
 
 
 def context_turns(*, message: Message, max_chars: int | None = None) -> list[dict[str, str]] | None:
