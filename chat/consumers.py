@@ -174,7 +174,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
                 await self.send_json(streams.delta_frame(event["conversation"], msg, start, gap))
         part = self.reconciler.delta(msg, offset, event["delta"])
         if part is not None and part[1]:
-            await self.send_json(streams.delta_frame(event["conversation"], msg, *part))
+            await self.send(text_data=streams.delta_json(event["conversation"], msg, *part))
 
     async def stream_end(self, event: dict[str, Any]) -> None:
         # channels-redis hands one dict to every socket of this process in the group: read it,
@@ -205,6 +205,4 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
-        import json
-
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        return streams.frame_text(content)

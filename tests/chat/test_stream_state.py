@@ -3,6 +3,7 @@ leaves behind, and for how long (an hour's soak found Redis growing by each repl
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from chat import streams
+from chat.consumers import ChatConsumer
 from tests import services
 
 pytestmark = pytest.mark.asyncio
@@ -65,3 +67,22 @@ async def test_an_ended_reply_keeps_its_claim_two_minutes_and_its_text_one(
     assert 0 < ended["stream"] <= streams.RETIRED_TTL
     assert not await streams.claim(message)  # a job handed out again still finds it taken
     assert await streams.get_text(message) == "hello"
+
+
+async def test_a_delta_is_sent_as_its_frame_encoded_once_for_every_socket() -> None:
+    conversation, message = str(uuid.uuid4()), str(uuid.uuid4())
+    text = 'a "quoted" \\ line\nwith ünïcode, 漢字 and </script>'
+    sent = streams.delta_json(conversation, message, 7, text)
+    assert sent == await ChatConsumer.encode_json(
+        streams.delta_frame(conversation, message, 7, text)
+    )
+    assert json.loads(sent) == {
+        "type": "stream.delta",
+        "conversation": conversation,
+        "message": message,
+        "delta": text,
+        "offset": 7,
+    }
+    assert "漢字" in sent  # as it is, not \u-escaped
+    assert streams.delta_json(conversation, message, 7, text) is sent  # the next socket's
+    assert streams.delta_json(conversation, message, 8, text) != sent
