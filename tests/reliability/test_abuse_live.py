@@ -411,7 +411,10 @@ async def test_with_redis_handshakes_are_counted_across_web_processes(pair: Pair
             codes.append((await ws.recv(timeout=1.5)).get("code"))
     # The burst, then what 20 a second let through while the rest waited to be read.
     assert 100 <= codes.count("not_found") <= 120, codes
-    assert codes.count("rate_limited") == 1 and set(codes) == {"not_found", "rate_limited"}
+    # At most one refusal a second is answered: one, or one more per second the refused frames
+    # kept coming (a loaded machine reads them over a longer time), never one a frame.
+    assert 1 <= codes.count("rate_limited") <= 3, codes
+    assert set(codes) == {"not_found", "rate_limited"}
     await ws.close()
 
 
