@@ -45,7 +45,8 @@ def _marker(field: models.Field[Any, Any]) -> Any:
 
 
 class Prepared(Generic[M]):
-    """``build(**values)`` -> a queryset of ``model``, compiled once per database.
+    """``build(**values)`` -> a queryset of ``model``, compiled once per database (its alias
+    and vendor: the SQL of one database is not another's).
 
     ``fields`` names the field each keyword's value is for (it makes the value ready for the
     database at call time, as the filter would)."""
@@ -60,12 +61,13 @@ class Prepared(Generic[M]):
         self._compiled: dict[str, tuple[str, list[Any], dict[str, int]]] = {}
 
     def _compile(self, alias: str) -> tuple[str, list[Any], dict[str, int]]:
-        compiled = self._compiled.get(alias)
+        connection = connections[alias]
+        key = f"{alias}:{connection.vendor}"
+        compiled = self._compiled.get(key)
         if compiled is not None:
             return compiled
-        connection = connections[alias]
         markers = {name: _marker(field) for name, field in self.fields.items()}
-        sql, params = self.build(**markers).query.sql_with_params()
+        sql, params = self.build(**markers).query.get_compiler(using=alias).as_sql()
         params = list(params)
         places: dict[str, int] = {}
         for name, field in self.fields.items():
@@ -74,7 +76,7 @@ class Prepared(Generic[M]):
             if len(found) != 1:  # a filter this helper does not understand: say so at once
                 raise ValueError(f"Prepared: {name!r} found {len(found)} times in {sql!r}")
             places[name] = found[0]
-        compiled = self._compiled[alias] = (sql, params, places)
+        compiled = self._compiled[key] = (sql, params, places)
         return compiled
 
     def __call__(self, **values: Any) -> list[M]:
