@@ -60,8 +60,7 @@ class Prepared(Generic[M]):
         self.model, self.build, self.fields = model, build, fields
         self._compiled: dict[str, tuple[str, list[Any], dict[str, int]]] = {}
 
-    def _compile(self, alias: str) -> tuple[str, list[Any], dict[str, int]]:
-        connection = connections[alias]
+    def _compile(self, alias: str, connection: Any) -> tuple[str, list[Any], dict[str, int]]:
         key = f"{alias}:{connection.vendor}"
         compiled = self._compiled.get(key)
         if compiled is not None:
@@ -81,8 +80,8 @@ class Prepared(Generic[M]):
 
     def __call__(self, **values: Any) -> list[M]:
         alias = router.db_for_read(self.model)
-        sql, params, places = self._compile(alias)
         connection = connections[alias]
+        sql, params, places = self._compile(alias, connection)
         params = list(params)
         for name, index in places.items():
             params[index] = self.fields[name].get_db_prep_value(
