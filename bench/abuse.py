@@ -53,7 +53,9 @@ quiet, flood, quiet, flood, ...), after a warm-up turn per person (the model loa
 
 ``--floods replies,frames`` (any subset) runs only some of the four, to tell which one hurts.
 
-Reports, for quiet vs flood: the people's TTFT p50/p95 (send -> first ``stream.delta``),
+Reports, for quiet vs flood: the people's TTFT p50/p95 (send -> first ``stream.delta``), and
+the p95 of the turns sent ``SETTLED_AFTER`` (2) s or more into their phase (past the burst of
+sockets and handshakes: what is left is the flooder's replies and what they fan out to),
 aggregate tokens/s (``stream.end`` usage.completion_tokens of the phase's replies / from the
 phase's start to its last reply's end), per-reply decode tokens/s, replies completed and errors
 by code, the slowest TTFTs of each phase with when they were sent (seconds into the phase: the
@@ -68,6 +70,12 @@ quiet phase before, nothing lost. "Nothing lost": every reply a person started e
 acknowledged user turn is in the database with its text, every reply's saved text equals what
 its person saw, and no assistant message stays ``streaming`` (a ``manage.py shell`` against the
 server's own database). The last line printed is a one-line JSON summary.
+
+Every process of the run shares this machine's cores: the server's, the ten people's clients
+and the flooder's own, which in a real attack runs elsewhere. ``--clients-nice N`` (0-19,
+default 0) runs the bench's clients (this process once the accounts are signed up, and the
+flooder process it starts) at that niceness, below the server, as clients on other machines
+would be; the flood is the same, though it may take longer to send (the report says how long).
 
 With ``--backend test`` (``[[long N]]`` words ``--token-ms`` apart) replies are generated one at
 a time, not batched: the flooder's 3 long replies (which it is entitled to) queue ahead of the
@@ -126,6 +134,7 @@ READER_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 11)]  # the never-reading s
 FLOOD_LEAD = 2.0  # s between starting the flooder process and the flood phase
 FLOODS = ("replies", "frames", "handshakes", "readers")
 CONCURRENCY = 20  # handshakes (and never-reading sockets) opened at once
+SETTLED_AFTER = 2.0  # s into a phase: the floods of sockets and handshakes are over by then
 
 
 def person_address(index: int) -> str:
@@ -1056,6 +1065,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         stack.callback(lambda: [f.stop() for f in flooders])
         cookies, flooder_cookie = sign_up_all(server.url, args.people)
+        if args.clients_nice:  # from here on: this process, and the flooder it starts later
+            os.nice(args.clients_nice)
         roots = [("web (daphne)", server.service.pid, True)]
         if worker is not None:
             roots.append(("worker", worker.pid, True))
@@ -1100,6 +1111,12 @@ def rounded(value: float | None, digits: int = 1) -> float | None:
 def people_stats(phases: list[Phase]) -> dict[str, Any]:
     turns = [t for p in phases for t in p.turns]
     ttfts = [t.ttft * 1000 for t in turns if t.ttft is not None]
+    settled = [  # sent once the flood's first seconds are over (and the same in a quiet phase)
+        t.ttft * 1000
+        for p in phases
+        for t in p.turns
+        if t.ttft is not None and t.sent - p.start >= SETTLED_AFTER
+    ]
     rates = [r for t in turns if (r := t.decode_rate) is not None]
     span = sum(p.span for p in phases)
     errors: Counter[str] = Counter(e for t in turns for e in t.errors)
@@ -1109,6 +1126,7 @@ def people_stats(phases: list[Phase]) -> dict[str, Any]:
         "not_completed": [t.client_id for t in turns if not t.ok][:10],
         "ttft_p50_ms": rounded(percentile(ttfts, 0.5)),
         "ttft_p95_ms": rounded(percentile(ttfts, 0.95)),
+        "ttft_p95_settled_ms": rounded(percentile(settled, 0.95)),
         "tokens": sum(t.tokens for t in turns),
         "tokens_per_s": rounded(sum(t.tokens for t in turns) / span if span > 0 else None),
         "decode_tok_s_p50": rounded(statistics.median(rates) if rates else None),
@@ -1167,6 +1185,7 @@ def summarize(
         "backend": args.backend,
         "people": args.people,
         "seconds": args.seconds,
+        "clients_nice": args.clients_nice,
         "repeats": args.repeats,
         "phases": [
             {"name": p.name, **people_stats([p]), "span_s": round(p.span, 1)} for p in phases
@@ -1256,7 +1275,8 @@ def show_flood(name: str, f: dict[str, Any]) -> None:
 def show(s: dict[str, Any]) -> None:
     print(
         f"\nabuse: {s['people']} people, {s['repeats']} x (quiet {s['seconds']:.0f} s, flood "
-        f"{s['seconds']:.0f} s), {s['topology']} topology, {s['backend']} backend; load average "
+        f"{s['seconds']:.0f} s), {s['topology']} topology, {s['backend']} backend, clients at "
+        f"nice {s['clients_nice']}; load average "
         f"{s['loadavg_start']} -> {s['loadavg_end']}"
     )
     print("\nphase      sent  done  TTFT p50 ms  TTFT p95 ms  tokens/s  decode tok/s  errors")
@@ -1281,6 +1301,13 @@ def show(s: dict[str, Any]) -> None:
             "",
         ),
         ("TTFT p95 ms", q["ttft_p95_ms"], f["ttft_p95_ms"], s["ttft_p95_ratio"], "<= 2x"),
+        (
+            f"... sent {SETTLED_AFTER:.0f} s+ in",
+            q["ttft_p95_settled_ms"],
+            f["ttft_p95_settled_ms"],
+            ratio(f["ttft_p95_settled_ms"], q["ttft_p95_settled_ms"]),
+            "",
+        ),
         ("tokens/s", q["tokens_per_s"], f["tokens_per_s"], s["tokens_per_s_ratio"], ">= 0.8x"),
         ("decode tok/s p50", q["decode_tok_s_p50"], f["decode_tok_s_p50"], decode_ratio, ""),
         ("replies sent", q["sent"], f["sent"], None, ""),
@@ -1353,6 +1380,15 @@ def main() -> None:
         help=f"which floods the flooder runs (comma-separated, default all: {','.join(FLOODS)})",
     )
     parser.add_argument("--redis-index", type=int, default=5, help="--topology redis: Redis db")
+    parser.add_argument(
+        "--clients-nice",
+        type=int,
+        default=0,
+        choices=range(20),
+        metavar="N",
+        help="run the people's and the flooder's clients at this CPU niceness (0-19), below the "
+        "server, as clients on other machines would be (default 0: all on equal terms)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--hard-deadline", type=float, default=None, help="s; default seconds*4*repeats + 300"
