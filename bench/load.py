@@ -36,8 +36,11 @@ at a time and a new one up before the old one stops: each web process (a new dap
 port takes the old one's place in the list people connect to, as a proxy's upstreams would;
 then SIGTERM to the old one, whose sockets close with 1012 and whose people reconnect), then
 the worker (a new one, its model loaded; then SIGTERM to the old one, which finishes its
-replies and exits). Every stopped process must exit by itself with status 0; reconnections
-after 1012 are counted as expected; everything else (an error frame, a lost turn) fails the run.
+replies and exits). A person whose socket closed with 1012 reconnects to the next web process,
+and on again if that one is stopping too (the two web processes stop within a second of each
+other), sending again a ``chat.send`` that was not acknowledged, as the page does. Every stopped
+process must exit by itself with status 0; reconnections and sends again after 1012 are counted
+as expected; everything else (an error frame, a lost turn) fails the run.
 
 Self-stopping: a hard deadline (``--hard-deadline``, SIGALRM) and SIGTERM/Ctrl-C both unwind
 through the same cleanup, which stops every process this command started and drops its
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -70,7 +74,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from websockets.exceptions import InvalidStatus  # noqa: E402
+from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 from tests.e2e import livedaphne, wsclient  # noqa: E402
 from tests.e2e.wsclient import LiveSocket  # noqa: E402
@@ -317,15 +321,31 @@ class Person:
             return True
         return False
 
-    async def hop(self, turn: Turn, *, follow: bool = True) -> None:
-        """Reconnect to the other web process and (``follow``) the conversation from there."""
-        if self.ws is not None:
-            await self.ws.close()
-        self.server = (self.server + 1) % len(self.plan.servers)
-        await self.connect()
-        assert self.ws is not None
-        if follow and turn.conversation is not None:
-            await self.ws.send({"type": "chat.subscribe", "conversation": turn.conversation})
+    async def hop(
+        self, turn: Turn, *, follow: bool = True, frame: dict[str, Any] | None = None
+    ) -> None:
+        """Reconnect to the other web process, then (``follow``) the conversation from there
+        and (``frame``) send that frame again. In a rolling restart the process it lands on
+        may be stopping too, and close with 1012 before it takes them: then on to the next,
+        as the page does."""
+        tries = 3 * len(self.plan.servers)
+        for attempt in range(tries):
+            if self.ws is not None:
+                await self.ws.close()
+            self.server = (self.server + 1) % len(self.plan.servers)
+            await self.connect()
+            assert self.ws is not None
+            try:
+                if follow and turn.conversation is not None:
+                    await self.ws.send(
+                        {"type": "chat.subscribe", "conversation": turn.conversation}
+                    )
+                if frame is not None:
+                    await self.ws.send(frame)
+                return
+            except ConnectionClosed:
+                if attempt == tries - 1 or not self.restarted(self.ws.close_code):
+                    raise
 
     async def converse(self, turn: Turn) -> None:
         assert self.ws is not None
@@ -349,7 +369,13 @@ class Person:
             }
         turn.sent_at = loop.time()
         turn.server = self.plan.servers[self.server]
-        await self.ws.send(frame)
+        try:
+            await self.ws.send(frame)
+        except ConnectionClosed:  # closed (1012) between the check above and this send
+            if not self.restarted(self.ws.close_code):
+                raise
+            await self.hop(turn, follow=False, frame=frame)
+            self.stats.expected["resent_after_1012"] += 1
         deadline = turn.sent_at + self.plan.reply_timeout
         acted = False
         while True:
@@ -374,9 +400,7 @@ class Person:
                     # A stopping web process acknowledges every frame it took before it
                     # closes (docs/websocket-api.md, 1012): this one it did not take. No
                     # subscribe first: its "nothing streaming" would end the turn early.
-                    await self.hop(turn, follow=False)
-                    assert self.ws is not None
-                    await self.ws.send(frame)
+                    await self.hop(turn, follow=False, frame=frame)
                     self.stats.expected["resent_after_1012"] += 1
                     continue
                 if turn.conversation is None:
@@ -412,7 +436,8 @@ class Person:
                     turn.ttft = loop.time() - turn.sent_at
                 if not acted and turn.plan == "stop":
                     acted = True
-                    await self.ws.send({"type": "chat.stop", "conversation": turn.conversation})
+                    with contextlib.suppress(ConnectionClosed):  # then the next recv says why
+                        await self.ws.send({"type": "chat.stop", "conversation": turn.conversation})
                 elif not acted and turn.plan == "reconnect":
                     acted = True
                     await self.hop(turn)
