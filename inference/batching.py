@@ -141,6 +141,13 @@ PREFILL_TOKENS = 16384
 CHUNK_MS = 20.0
 FIRST_CHUNK = 128  # prompt tokens per step before the first measurement
 MIN_CHUNK = 16
+# A short prompt arriving while a batch streams is read in a step of its own, ahead of the
+# batch's next step, when that step (the batch's decode plus the prompt) would take at least
+# FIRST_GAIN times a step that reads the prompt alone (both learned as steps run): a person's
+# first token then waits for the step in progress and a short step, not for a big batch's step
+# too, and each streaming reply waits one short step more. Where a bigger batch costs a step
+# little more (a GPU), the ratio is never reached and nothing changes.
+FIRST_GAIN = 1.2
 SHORTLIST = 16  # candidates a top-k/top-p row starts from (CPU: a vocabulary sort costs ~30x more)
 
 
@@ -322,6 +329,11 @@ class Scheduler:
         self.decode_ms: float | None = None
         self.prompt_ms = 0.0
         self.prompt_tokens = 0.0
+        # What a step that reads prompts and nothing else costs beyond its prompt tokens'
+        # share (FIRST_GAIN), and whether the last
+        # step was one (never two in a row: the batch's replies keep at least half the steps).
+        self.alone_ms: float | None = None
+        self.first_step = False
         self.lock = threading.Lock()
         self.running = False  # a run_until_idle is queued or active
         self.seqs: list[_Seq] = []
@@ -381,6 +393,11 @@ class Scheduler:
         whole or a chunk of one, within the step's prompt budget (``plan_chunks``)."""
         ready = self._take()  # (it may drop ended requests from ``waiting`` first)
         self.waiting.extend(ready)
+        first = self._first_prompts()
+        self.first_step = bool(first)
+        if first:
+            self._mixed_step([], first)
+            return
         parts = plan_chunks(list(self.waiting), self._prompt_budget())
         started = time.perf_counter()  # making room ahead is part of what the step costs
         for seq, n in parts:
@@ -389,6 +406,28 @@ class Scheduler:
                 self.cache.prepare(rows=len(self.seqs) + 1, left=left + seq.read, steps=left // n)
         if self.seqs or parts:
             self._mixed_step(self.seqs, parts, started=started)
+
+    def _first_prompts(self) -> list[tuple[_Seq, int]]:
+        """The short prompts to read in a step of their own, ahead of the batch's next step
+        (``FIRST_GAIN``), or none: the waiting prompts not begun that fit the step's prompt
+        budget, in arrival order."""
+        if not self.seqs or self.first_step or self.decode_ms is None or self.prompt_tokens < 1:
+            return []
+        left = self._prompt_budget()
+        parts: list[tuple[_Seq, int]] = []
+        for seq in self.waiting:
+            n = len(seq.prompt_ids)
+            if not seq.read and n <= left:
+                parts.append((seq, n))
+                left -= n
+        if not parts:
+            return []
+        prompt = sum(n for _, n in parts) * self.prompt_ms / self.prompt_tokens
+        if self.alone_ms is not None and (
+            self.decode_ms + prompt < FIRST_GAIN * (self.alone_ms + prompt)
+        ):
+            return []
+        return parts  # (or never measured: this step tells)
 
     def _prompt_budget(self) -> int:
         """Prompt tokens the next mixed step may read: all it can when no reply is streaming
@@ -400,9 +439,10 @@ class Scheduler:
         per_token = self.prompt_ms / self.prompt_tokens
         return max(MIN_CHUNK, min(self.prefill_tokens, int(CHUNK_MS / per_token)))
 
-    def _learn(self, elapsed_ms: float, rows: int, tokens: int) -> None:
+    def _learn(self, elapsed_ms: float, rows: int, tokens: int, whole: bool = False) -> None:
         """Update what a step costs from one that just ran (``tokens`` prompt tokens read
-        beside ``rows`` decode rows)."""
+        beside ``rows`` decode rows; ``whole``: every prompt in it read from its start to its
+        end)."""
         if rows and not tokens:
             if self.decode_ms is None:
                 self.decode_ms = elapsed_ms
@@ -411,6 +451,14 @@ class Scheduler:
         elif rows and self.decode_ms is not None:
             self.prompt_ms = 0.7 * self.prompt_ms + max(0.0, elapsed_ms - self.decode_ms)
             self.prompt_tokens = 0.7 * self.prompt_tokens + tokens
+        elif not rows and whole and self.prompt_tokens >= 1:
+            # prompts read alone (into an empty batch, or ahead of one): what such a step
+            # costs beyond its tokens' share
+            base = max(0.0, elapsed_ms - tokens * self.prompt_ms / self.prompt_tokens)
+            if self.alone_ms is None:
+                self.alone_ms = base
+            else:
+                self.alone_ms += 0.2 * (base - self.alone_ms)
 
     def _take(self) -> list[_Seq]:
         """Queued requests that join now, prepared one by one (a bad one ends alone)."""
@@ -536,7 +584,12 @@ class Scheduler:
                 for part in parts:
                     self._mixed_step([], [part])
             return
-        self._learn((time.perf_counter() - started) * 1000.0, len(rows), sum(n for _, n in parts))
+        self._learn(
+            (time.perf_counter() - started) * 1000.0,
+            len(rows),
+            sum(n for _, n in parts),
+            whole=all(end and not seq.read for (seq, _), end in zip(parts, ends, strict=True)),
+        )
         self.max_group = max(self.max_group, len(parts))
         if slots is not None:
             slots.advance()
@@ -750,32 +803,28 @@ def _failure(exc: Exception) -> str:
 
 def plan_chunks(waiting: list[_Seq], budget: int) -> list[tuple[_Seq, int]]:
     """What one mixed step reads of the ``waiting`` prompts (in arrival order) within
-    ``budget`` tokens: (request, tokens) pairs. The prompt being read in chunks goes on (with
-    at least half the budget when others wait, so it always gets on); the others are read
-    whole where they fit (a short question never waits behind a long paste); the first that
-    does not fit starts being read in chunks if none is, with what is left."""
-    parts: list[tuple[_Seq, int]] = []
-    left = budget
+    ``budget`` tokens: (request, tokens) pairs. Prompts that fit are read whole first (a short
+    question never waits behind a long paste, however small the budget has become); the
+    prompt being read in chunks goes on with what is left, and at least a quarter of the
+    budget, so it always gets on; if none is being read, the first that does not fit starts
+    being read in chunks with what is left."""
     reading = next((seq for seq in waiting if seq.read), None)
-    if reading is not None:
-        share = left if len(waiting) == 1 else max(MIN_CHUNK, left // 2)
-        n = min(len(reading.prompt_ids) - reading.read, share)
-        parts.append((reading, n))
-        left -= n
+    whole: list[tuple[_Seq, int]] = []
+    left = budget
     for seq in waiting:
-        if left <= 0:
-            break
-        if seq is reading:
-            continue
         n = len(seq.prompt_ids)
-        if n <= left:
-            parts.append((seq, n))
+        if seq is not reading and not seq.read and n <= left:
+            whole.append((seq, n))
             left -= n
-        elif reading is None and (left >= MIN_CHUNK or not parts):
-            reading = seq
-            parts.append((seq, left))
-            left = 0
-    return parts
+    if reading is not None:
+        n = min(len(reading.prompt_ids) - reading.read, max(left, budget // 4, 1))
+        return [(reading, n), *whole]
+    if left >= MIN_CHUNK or not whole:
+        placed = {id(seq) for seq, _ in whole}
+        first = next((seq for seq in waiting if id(seq) not in placed), None)
+        if first is not None and left > 0:
+            whole.append((first, left))
+    return whole
 
 
 def prefill_groups(seqs: list[_Seq], budget: int) -> list[list[_Seq]]:

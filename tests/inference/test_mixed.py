@@ -594,6 +594,110 @@ def test_the_step_budget_follows_what_prompt_tokens_cost(tiny: dict[str, Path]) 
     assert scheduler._prompt_budget() == scheduler.prefill_tokens
 
 
+def _join_beside(
+    path: Path, dear_rows: bool
+) -> tuple[list[str], list[tuple[int, list[int]]], list[str]]:
+    """Three greedy replies stream; at their third step a short question joins. The step costs
+    are pinned (``_learn`` off): a decode step of the three ``dear_rows`` (30 ms) or cheap
+    (2 ms) against 5 ms for a step of prompts alone, 0.1 ms a prompt token. Returns every
+    reply's text, (rows, prompt tokens) of each step, and the texts of each alone."""
+    from inference import batching
+
+    backend = TransformersBackend(str(path), device="cpu", max_batch=8)
+    options = GenerationOptions(temperature=0, max_new_tokens=30)
+    question = "Why?"
+    alone = [run(backend, p, options)[0] for p in [*PROMPTS[:3], question]]
+    scheduler = batching.Scheduler(backend.load(), max_batch=8, mixed=True)
+    scheduler._learn = lambda *a, **k: None  # type: ignore[method-assign]
+    scheduler.decode_ms = 30.0 if dear_rows else 2.0
+    scheduler.alone_ms, scheduler.prompt_ms, scheduler.prompt_tokens = 5.0, 1.0, 10.0
+    seen: list[tuple[int, list[int]]] = []
+    real = mixed.forward
+
+    def forward(model: Any, **kw: Any) -> Any:
+        seen.append((len(kw["tokens"]), [len(p) for p in kw["prompts"]]))
+        return real(model, **kw)
+
+    outputs: list[list[Any]] = [[] for _ in range(4)]
+
+    def submit(i: int, text: str) -> None:
+        scheduler.submit(
+            batching.Request(
+                [{"role": "user", "content": text}], options, threading.Event(), outputs[i].append
+            )
+        )
+
+    def after_step() -> None:
+        if len(seen) == 3:
+            submit(3, question)
+
+    scheduler.after_step = after_step
+    for i, text in enumerate(PROMPTS[:3]):
+        submit(i, text)
+    mixed.forward = forward
+    try:
+        scheduler.run_until_idle()
+    finally:
+        mixed.forward = real
+    assert all(out[-1].finish_reason in ("stop", "length") for out in outputs)
+    return ["".join(x for x in out if isinstance(x, str)) for out in outputs], seen, alone
+
+
+def test_a_short_question_is_read_ahead_of_a_batch_whose_steps_are_dear(
+    tiny: dict[str, Path],
+) -> None:
+    """Where the batch's step costs much more than reading a short prompt alone (a CPU with
+    several rows), the question gets a step of its own before the rows' next one: its first
+    token does not wait for the big step. The rows wait one short step; every text is as
+    alone."""
+    texts, seen, alone = _join_beside(tiny["llama"], dear_rows=True)
+    assert texts == alone
+    joined = next(i for i, (_, sizes) in enumerate(seen) if i >= 3 and sizes)
+    assert seen[joined][0] == 0  # read with no rows beside it ...
+    assert seen[joined + 1] == (4, [])  # ... and the next step is the rows', the question in
+
+
+def test_a_short_question_is_read_beside_a_batch_whose_steps_are_cheap(
+    tiny: dict[str, Path],
+) -> None:
+    """Where more rows cost a step little (a GPU), reading the question beside them costs it
+    nothing: no step of its own, the rows never wait."""
+    texts, seen, alone = _join_beside(tiny["llama"], dear_rows=False)
+    assert texts == alone
+    joined = next(i for i, (_, sizes) in enumerate(seen) if i >= 3 and sizes)
+    assert seen[joined][0] == 3
+    assert all(rows for rows, _ in seen[1:])  # once the batch runs, every step decodes it
+
+
+def test_steps_ahead_of_the_batch_are_never_two_in_a_row_and_learn_their_cost(
+    tiny: dict[str, Path],
+) -> None:
+    from inference import batching
+
+    scheduler = batching.Scheduler(TransformersBackend(str(tiny["llama"])).load(), max_batch=8)
+    scheduler.waiting.extend(_waiting([12, 300, 9]))
+    assert scheduler._first_prompts() == []  # no batch: every step reads prompts anyway
+    scheduler.seqs = [object()] * 3  # type: ignore[list-item]
+    assert scheduler._first_prompts() == []  # nothing measured: the budget is unknown
+    scheduler._learn(30.0, rows=3, tokens=0)  # the batch's decode step: 30 ms
+    scheduler._learn(40.0, rows=3, tokens=100)  # +100 prompt tokens: +10 ms (budget 200)
+    first = scheduler._first_prompts()  # never measured alone: this step tells
+    assert [len(s.prompt_ids) for s, _ in first] == [12, 9]  # short ones, whole, not the long
+    scheduler._learn(7.1, rows=0, tokens=21, whole=True)  # alone: 5 ms + their tokens' share
+    assert scheduler.alone_ms == pytest.approx(5.0)
+    assert len(scheduler._first_prompts()) == 2  # 30 + 2.1 >= 1.2 x (5 + 2.1)
+    scheduler.first_step = True
+    assert scheduler._first_prompts() == []  # the batch's turn
+    scheduler.first_step = False
+    for _ in range(30):
+        scheduler._learn(30.0, rows=0, tokens=21, whole=True)  # prompts alone got as dear
+    assert scheduler._first_prompts() == []
+    # A chunk of a long prompt teaches nothing about prompts read alone.
+    before = scheduler.alone_ms
+    scheduler._learn(1.0, rows=0, tokens=16, whole=False)
+    assert scheduler.alone_ms == before
+
+
 def _waiting(lengths: list[int], read: int = 0) -> list[Any]:
     from types import SimpleNamespace
 
@@ -605,23 +709,23 @@ def _waiting(lengths: list[int], read: int = 0) -> list[Any]:
 def test_plan_chunks_reads_short_prompts_whole_beside_a_long_one() -> None:
     from inference.batching import MIN_CHUNK, plan_chunks
 
+    def plan(waiting: list[Any], budget: int) -> list[tuple[int, int]]:
+        return [(waiting.index(s), n) for s, n in plan_chunks(waiting, budget)]
+
     # Nothing part-read: short ones whole, the first long one starts with what is left.
-    waiting = _waiting([20, 500, 30, 400])
-    assert [(w.index(s), n) for w in [waiting] for s, n in plan_chunks(waiting, 100)] == [
-        (0, 20),
-        (1, 80),
-    ]
-    # One part-read: it keeps at least half the budget; a short one behind it goes whole; a
-    # second long one waits until the first is read.
-    waiting = _waiting([500, 30, 400, 10], read=80)
-    plan = plan_chunks(waiting, 100)
-    assert [(waiting.index(s), n) for s, n in plan] == [(0, 50), (1, 30), (3, 10)]
+    assert plan(_waiting([20, 500, 30, 400]), 100) == [(0, 20), (2, 30), (1, 50)]
+    # One part-read: the short ones behind it go whole, it takes what is left; a second long
+    # one waits until the first is read.
+    assert plan(_waiting([500, 30, 400, 10], read=80), 100) == [(0, 60), (1, 30), (3, 10)]
+    # Short ones that take the whole budget still leave it a quarter: it always gets on.
+    assert plan(_waiting([500, 60, 40], read=80), 100) == [(0, 25), (1, 60), (2, 40)]
+    # A budget shrunk to the minimum (steps slow on a busy machine) never holds a short
+    # question behind the long one's chunks (it waited for all of them: 378 ms).
+    assert plan(_waiting([199, 14], read=30), MIN_CHUNK) == [(0, MIN_CHUNK // 4), (1, 14)]
     # Alone it takes the whole budget, and never more than it has left.
-    waiting = _waiting([500], read=450)
-    assert [n for _, n in plan_chunks(waiting, 100)] == [50]
+    assert plan(_waiting([500], read=450), 100) == [(0, 50)]
     # A tiny budget still makes progress.
-    waiting = _waiting([500, 400])
-    assert [n for _, n in plan_chunks(waiting, MIN_CHUNK)] == [MIN_CHUNK]
+    assert plan(_waiting([500, 400]), MIN_CHUNK) == [(0, MIN_CHUNK)]
 
 
 def test_a_reply_stopped_while_its_prompt_is_read_ends_cancelled(tiny: dict[str, Path]) -> None:
