@@ -32,7 +32,7 @@ from chat.protocol import error_frame
 from inference import registry, runner
 from inference.options import OptionError, parse_options
 from inference.registry import Result
-from stellarchat import logs, metrics
+from stellarchat import layers, logs, metrics
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +40,8 @@ T = TypeVar("T")
 FLUSH_INTERVAL = 0.03  # seconds between coalesced deltas (the first goes out at once)...
 FLUSH_SHARE = 8  # ...while at most this many replies stream from this process; beyond, it
 MAX_FLUSH_INTERVAL = 0.1  # grows in proportion (16 replies: 60 ms), up to this
+FOLLOWERS_SHARE = 4  # sockets following a reply at the interval above; more: it grows likewise
+FOLLOWERS_EVERY = 1.0  # seconds between counts of a reply's followers
 DB_FLUSH_INTERVAL = 2.0  # seconds between saves of the text so far
 WATCH_INTERVAL = 0.1  # how often a running reply checks for stop requests
 BEAT_INTERVAL = 1.0  # seconds between a reply's heartbeats (the sweepers allow the stall timeout)
@@ -384,7 +386,7 @@ def flush_interval() -> float:
 
 
 class _ReplyState:
-    """Coalesces deltas: the first goes out at once, then at most one every flush_interval()."""
+    """Coalesces deltas: the first goes out at once, then at most one every ``interval()``."""
 
     def __init__(self, *, job: Job, layer: Any) -> None:
         self.job = job
@@ -401,12 +403,23 @@ class _ReplyState:
         self._lock = asyncio.Lock()
         self._ended = asyncio.Event()  # set by drain: a waiting flush goes out at once
         self._saving: asyncio.Task[Any] | None = None  # the periodic save of the text so far
+        self.followers = 1  # sockets following the conversation: counted after the first
+        self.counted = float("-inf")  # delta (which goes out at once), then now and then
+
+    def interval(self) -> float:
+        """Seconds between this reply's deltas: ``flush_interval()``, longer in proportion
+        when more than ``FOLLOWERS_SHARE`` sockets follow it, since each delta costs the web
+        process a frame to every one of them (one account's 28 sockets on one conversation
+        took a fifth of its event loop while 3 replies streamed to them). A person's few
+        tabs see no change; a crowd of sockets gets the same text in fewer, larger frames."""
+        crowd = max(1.0, self.followers / FOLLOWERS_SHARE)
+        return min(MAX_FLUSH_INTERVAL, flush_interval() * crowd)
 
     def add(self, delta: str) -> None:
         self.pending += delta
         self.last_progress = time.monotonic()
         if self._timer is None or self._timer.done():
-            wait = max(0.0, self.last_flush + flush_interval() - time.monotonic())
+            wait = max(0.0, self.last_flush + self.interval() - time.monotonic())
             self._timer = asyncio.create_task(self._flush_after(wait))
 
     async def _flush_after(self, wait: float) -> None:
@@ -437,6 +450,12 @@ class _ReplyState:
                 )
             )
             await quietly(streams.set_text(self.job.message, self.text))
+            if self.last_flush - self.counted >= FOLLOWERS_EVERY:
+                self.counted = self.last_flush
+                group = streams.conversation_group(self.job.conversation)
+                followers = await quietly(layers.group_size(self.layer, group))
+                if followers is not None:
+                    self.followers = followers
             if time.monotonic() - self.last_db >= DB_FLUSH_INTERVAL and (
                 self._saving is None or self._saving.done()
             ):

@@ -66,6 +66,21 @@ class InMemoryChannelLayer(layers.InMemoryChannelLayer):
         self._cleaned = 0.0
 
 
+async def group_size(layer: Any, group: str) -> int | None:
+    """How many channels are in ``group`` (for a conversation's group: the sockets following
+    it), or None where the layer cannot tell cheaply. channels' layers have no call for it:
+    the in-memory layer's table and channels-redis' sorted set (one ``ZCARD``) are read."""
+    groups = getattr(layer, "groups", None)
+    if isinstance(groups, dict):
+        return len(groups.get(group, ()))
+    key = getattr(layer, "_group_key", None)
+    connection = getattr(layer, "connection", None)
+    shard = getattr(layer, "consistent_hash", None)
+    if key is None or connection is None or shard is None:
+        return None
+    return int(await connection(shard(group)).zcard(key(group)))
+
+
 async def send_in_order(
     layer: Any,
     group_messages: Sequence[tuple[str, dict[str, Any]]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -126,3 +127,44 @@ async def test_a_reply_s_last_saves_keep_its_heartbeat_going(monkeypatch: Any) -
     last = await streams.last_beat(message)
     await asyncio.sleep(0.15)
     assert await streams.last_beat(message) == last  # and stopped with the save
+
+
+@pytest.mark.parametrize(("followers", "fewer"), [(1, False), (4, False), (12, True)])
+async def test_a_reply_many_sockets_follow_goes_out_in_fewer_larger_deltas(
+    monkeypatch: Any, followers: int, fewer: bool
+) -> None:
+    """Each delta costs the web process a frame to every socket following the conversation:
+    past ``FOLLOWERS_SHARE`` of them the interval grows in proportion (one account's 28
+    sockets on one conversation), while a person's few tabs see the usual interval. The text
+    and its offsets are the same either way."""
+    from stellarchat.layers import InMemoryChannelLayer
+
+    monkeypatch.setattr(replies, "FOLLOWERS_EVERY", 0.0)  # counted at every delta
+    layer = InMemoryChannelLayer(capacity=1000)
+    job = replies.Job(conversation=str(uuid.uuid4()), message=str(uuid.uuid4()), options={})
+    channels = [await layer.new_channel() for _ in range(followers)]
+    for channel in channels:
+        await layer.group_add(streams.conversation_group(job.conversation), channel)
+    reply = replies._ReplyState(job=job, layer=layer)
+    words = [f" w{i}" for i in range(400)]
+    started = time.monotonic()
+    for word in words:  # a token every millisecond or so
+        reply.add(word)
+        await asyncio.sleep(0.001)
+    elapsed = time.monotonic() - started
+    await reply.drain()
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(await asyncio.wait_for(layer.receive(channels[0]), 0.05))
+    assert "".join(d["delta"] for d in got) == "".join(words)
+    assert [d["offset"] for d in got] == [
+        sum(len(d["delta"]) for d in got[:i]) for i in range(len(got))
+    ]
+    usual = elapsed / replies.FLUSH_INTERVAL  # deltas at the usual interval
+    if fewer:  # 12 sockets: 3x the interval
+        assert reply.interval() == pytest.approx(3 * replies.FLUSH_INTERVAL)
+        assert len(got) <= usual / 2
+    else:
+        assert reply.interval() == pytest.approx(replies.FLUSH_INTERVAL)
+        assert usual / 3 < len(got) <= usual + 3

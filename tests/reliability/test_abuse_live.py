@@ -76,8 +76,13 @@ async def closed_with(ws: LiveSocket, timeout: float = 30) -> int | None:
 async def chat(ws: LiveSocket, content: str, conversation: str | None = None) -> dict[str, Any]:
     await ws.send({"type": "chat.send", "conversation": conversation, "content": content})
     frames = await ws.until("stream.end", timeout=60)
-    text = "".join(f["delta"] for f in frames if f["type"] == "stream.delta")
-    return {"text": text, "end": frames[-1], "conversation": frames[-1]["conversation"]}
+    deltas = [f["delta"] for f in frames if f["type"] == "stream.delta"]
+    return {
+        "text": "".join(deltas),
+        "deltas": len(deltas),
+        "end": frames[-1],
+        "conversation": frames[-1]["conversation"],
+    }
 
 
 def rss(pid: int) -> int:
@@ -362,6 +367,49 @@ async def stop_reading_against(url: str, web: livedaphne.Service, name: str, n: 
     assert grown < 60 * 2**20, grown  # nothing like 8 x 0.6 MB x copies kept for it
     for ws in (watcher, again):
         await ws.close()
+
+
+@pytest.fixture(scope="module")
+def crowd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    env = {
+        **LIMITS,
+        "STELLARCHAT_MAX_SOCKETS_PER_USER": "30",
+        "STELLARCHAT_DATA_DIR": str(tmp_path_factory.mktemp("abuse-crowd")),
+    }
+    with livedaphne.topology("embedded", env, redis_index=5) as (server, _):
+        yield Live(server.url, server.service)
+
+
+async def test_a_reply_a_crowd_of_sockets_follows_reaches_each_whole_in_fewer_frames(
+    crowd: Live,
+) -> None:
+    """A delta costs the web process a frame to every socket following the conversation, so
+    a reply that 13 sockets follow (one account's, at its socket limit) goes out in fewer,
+    larger deltas (``chat.replies.FOLLOWERS_SHARE``): every socket still gets the whole text,
+    offsets without a gap, as one socket alone does."""
+    cookie = signup(crowd.url, "crowded")
+    ws = await open_socket(crowd.url, cookie, 40)
+    long_reply = "[[slow 4]] [[long 300]]"
+    alone = await chat(ws, long_reply)
+    conversation = (await chat(ws, "hello"))["conversation"]
+    followers = [await open_socket(crowd.url, cookie, 41 + i) for i in range(12)]
+    for follower in followers:
+        await follower.send({"type": "chat.subscribe", "conversation": conversation})
+        await follower.until("subscribed")
+    await ws.send({"type": "chat.send", "conversation": conversation, "content": long_reply})
+    seen = []
+    for socket_ in (ws, *followers):
+        frames = await socket_.until("stream.end", timeout=60)
+        deltas = [f for f in frames if f["type"] == "stream.delta"]
+        offsets = [sum(len(d["delta"]) for d in deltas[:i]) for i in range(len(deltas))]
+        assert [d["offset"] for d in deltas] == offsets
+        seen.append(("".join(d["delta"] for d in deltas), len(deltas)))
+    assert all(text == alone["text"] for text, _ in seen)
+    assert alone["text"].count(" ") >= 299
+    alone_deltas = alone["deltas"]
+    assert all(n <= alone_deltas / 2 for _, n in seen), (alone_deltas, seen)
+    for socket_ in (ws, *followers):
+        await socket_.close()
 
 
 # --- production's shape: two web processes, Redis, PostgreSQL ------------------------------

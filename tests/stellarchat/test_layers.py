@@ -67,3 +67,40 @@ async def test_a_burst_of_group_sends_sweeps_at_most_once_a_second(monkeypatch: 
         await layer.group_send(f"conversation.{i % 300}", {"type": "delta", "i": i})
     assert sweeps <= 2
     assert (await layer.receive(channel))["i"] == 0
+
+
+async def test_group_size_counts_a_conversation_s_sockets_in_memory_and_in_redis() -> None:
+    """What a reply's deltas cost the web processes grows with the sockets following it
+    (``chat.replies._ReplyState.interval``): both layers tell how many there are."""
+    from channels.layers import BaseChannelLayer
+    from channels_redis.core import RedisChannelLayer as Stock
+
+    from stellarchat.layers import group_size
+    from stellarchat.redis_layer import RedisChannelLayer
+    from tests import services
+    from tests.e2e import livedaphne
+
+    memory = InMemoryChannelLayer()
+    assert await group_size(memory, "conv") == 0
+    for _ in range(3):
+        await memory.group_add("conv", await memory.new_channel())
+    await memory.group_add("other", await memory.new_channel())
+    assert await group_size(memory, "conv") == 3
+    assert await group_size(BaseChannelLayer(), "conv") is None  # a layer it cannot read
+
+    services.require("Redis", services.redis_available())
+    with livedaphne.redis_db(9) as url:
+        for cls in (RedisChannelLayer, Stock):
+            layer = cls(hosts=[{"address": url}])
+            try:
+                assert await group_size(layer, "conv") == 0
+                channels = [await layer.new_channel() for _ in range(5)]
+                for channel in channels:
+                    await layer.group_add("conv", channel)
+                await layer.group_add("other", channels[0])
+                assert await group_size(layer, "conv") == 5
+                await layer.group_discard("conv", channels[0])
+                assert await group_size(layer, "conv") == 4
+            finally:
+                await layer.flush()
+                await layer.close_pools()
