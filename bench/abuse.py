@@ -56,6 +56,8 @@ quiet, flood, quiet, flood, ...), after a warm-up turn per person (the model loa
 Reports, for quiet vs flood: the people's TTFT p50/p95 (send -> first ``stream.delta``), and
 the p95 of the turns sent ``SETTLED_AFTER`` (2) s or more into their phase (past the burst of
 sockets and handshakes: what is left is the flooder's replies and what they fan out to),
+the p95 of the model process's own part of it (``stream.end`` ``timings.ttft_ms``: from the
+job's arrival there to its first token; the rest is the web process, the worker and the wire),
 aggregate tokens/s (``stream.end`` usage.completion_tokens of the phase's replies / from the
 phase's start to its last reply's end), per-reply decode tokens/s, replies completed and errors
 by code, the slowest TTFTs of each phase with when they were sent (seconds into the phase: the
@@ -312,6 +314,7 @@ class Turn:
     first: float | None = None
     end: float | None = None
     tokens: int = 0
+    model_ttft: float | None = None  # ms, the model process's own (stream.end timings)
     finish: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -429,6 +432,7 @@ class Person:
                 turn.end = loop.time()
                 turn.finish = got.get("finish_reason")
                 turn.tokens = int((got.get("usage") or {}).get("completion_tokens") or 0)
+                turn.model_ttft = (got.get("timings") or {}).get("ttft_ms")
                 return
 
     async def close(self) -> None:
@@ -1127,6 +1131,10 @@ def people_stats(phases: list[Phase]) -> dict[str, Any]:
         "ttft_p50_ms": rounded(percentile(ttfts, 0.5)),
         "ttft_p95_ms": rounded(percentile(ttfts, 0.95)),
         "ttft_p95_settled_ms": rounded(percentile(settled, 0.95)),
+        # the model process's part: from the job's arrival there to its first token
+        "model_ttft_p95_ms": rounded(
+            percentile([t.model_ttft for t in turns if t.model_ttft is not None], 0.95)
+        ),
         "tokens": sum(t.tokens for t in turns),
         "tokens_per_s": rounded(sum(t.tokens for t in turns) / span if span > 0 else None),
         "decode_tok_s_p50": rounded(statistics.median(rates) if rates else None),
@@ -1306,6 +1314,13 @@ def show(s: dict[str, Any]) -> None:
             q["ttft_p95_settled_ms"],
             f["ttft_p95_settled_ms"],
             ratio(f["ttft_p95_settled_ms"], q["ttft_p95_settled_ms"]),
+            "",
+        ),
+        (
+            "... in the model",
+            q["model_ttft_p95_ms"],
+            f["model_ttft_p95_ms"],
+            ratio(f["model_ttft_p95_ms"], q["model_ttft_p95_ms"]),
             "",
         ),
         ("tokens/s", q["tokens_per_s"], f["tokens_per_s"], s["tokens_per_s_ratio"], ">= 0.8x"),
