@@ -330,8 +330,8 @@ class Scheduler:
         self.prompt_ms = 0.0
         self.prompt_tokens = 0.0
         # What a step that reads prompts and nothing else costs beyond its prompt tokens'
-        # share (FIRST_GAIN), and whether the last
-        # step was one (never two in a row: the batch's replies keep at least half the steps).
+        # share (FIRST_GAIN), and whether the last step was one ahead of the batch (never two
+        # in a row: the batch's replies keep at least half the steps).
         self.alone_ms: float | None = None
         self.first_step = False
         self.lock = threading.Lock()
