@@ -43,6 +43,10 @@ LIMITS = {
     "STELLARCHAT_MAX_CONCURRENT_STREAMS": "0",
     "STELLARCHAT_RATE_LIMIT_PER_MINUTE": "0",
     "STELLARCHAT_MAX_NEW_TOKENS": "100000",
+    # A reply queued behind others longer than this ends as busy: eight 100,000-word replies
+    # at once (a client that stops reading) took longer than the default 15 s to make room
+    # for the last on a 2-core host running one stream of the bundled model at ~80 tok/s.
+    "STELLARCHAT_STREAM_TIMEOUT": "600",
     "DJANGO_SECRET_KEY": "abuse-live-secret-0123456789-abcdefghijklmnopqrstuvwxyz",
     "DJANGO_SECURE_SSL_REDIRECT": "0",
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
