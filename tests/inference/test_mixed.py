@@ -516,22 +516,14 @@ def test_a_prompt_read_in_chunks_gives_the_model_s_own_logits(
         assert_own_logits(model, logits, sequences)
 
 
-def test_a_long_prompt_joining_streaming_replies_is_read_in_chunks_and_changes_nothing(
-    tiny: dict[str, Path],
-) -> None:
-    """Greedy replies streaming while a long prompt joins: it is read over several steps (each
-    within the step's budget, the rows decoding in every one of them), and every reply's text
-    equals its text alone."""
+def _three_then_one(
+    scheduler: Any, options: GenerationOptions, joining: str
+) -> tuple[list[list[Any]], list[tuple[int, list[int]]]]:
+    """Three of PROMPTS stream through ``scheduler``; after its third step ``joining`` joins.
+    Returns each reply's items and (rows decoding, prompt tokens read) of every step."""
     from inference import batching
 
-    backend = TransformersBackend(str(tiny["long"]), device="cpu", max_batch=8)
-    long_text = " ".join(PROMPTS) * 3
-    options = GenerationOptions(temperature=0, max_new_tokens=40)
-    alone = [run(backend, p, options) for p in [*PROMPTS[:3], long_text]]
-    assert all(result.finish_reason in ("stop", "length") for _, result in alone)
-    assert backend._batcher is not None
-    scheduler = batching.Scheduler(backend.load(), max_batch=8, mixed=True)
-    seen: list[tuple[int, list[int]]] = []  # (rows decoding, prompt tokens read) per step
+    seen: list[tuple[int, list[int]]] = []
     real = mixed.forward
 
     def forward(model: Any, **kw: Any) -> Any:
@@ -547,23 +539,37 @@ def test_a_long_prompt_joining_streaming_replies_is_read_in_chunks_and_changes_n
             )
         )
 
-    steps = 0
-
     def after_step() -> None:
-        nonlocal steps
-        steps += 1
-        if steps == 3:
-            submit(3, long_text)  # joins while the three stream
+        if len(seen) == 3:
+            submit(3, joining)  # joins while the three stream
 
     scheduler.after_step = after_step
     for i, text in enumerate(PROMPTS[:3]):
         submit(i, text)
-    original = mixed.forward
     mixed.forward = forward
     try:
         scheduler.run_until_idle()
     finally:
-        mixed.forward = original
+        mixed.forward = real
+    return outputs, seen
+
+
+def test_a_long_prompt_joining_streaming_replies_is_read_in_chunks_and_changes_nothing(
+    tiny: dict[str, Path],
+) -> None:
+    """Greedy replies streaming while a long prompt joins: it is read over several steps (each
+    within the step's budget, the rows decoding in every one of them), and every reply's text
+    equals its text alone."""
+    from inference import batching
+
+    backend = TransformersBackend(str(tiny["long"]), device="cpu", max_batch=8)
+    long_text = " ".join(PROMPTS) * 3
+    options = GenerationOptions(temperature=0, max_new_tokens=40)
+    alone = [run(backend, p, options) for p in [*PROMPTS[:3], long_text]]
+    assert all(result.finish_reason in ("stop", "length") for _, result in alone)
+    assert backend._batcher is not None
+    scheduler = batching.Scheduler(backend.load(), max_batch=8, mixed=True)
+    outputs, seen = _three_then_one(scheduler, options, long_text)
     texts = ["".join(x for x in out if isinstance(x, str)) for out in outputs]
     assert texts == [text for text, _ in alone]
     assert all(out[-1].finish_reason in ("stop", "length") for out in outputs)
@@ -611,34 +617,7 @@ def _join_beside(
     scheduler._learn = lambda *a, **k: None  # type: ignore[method-assign]
     scheduler.decode_ms = 30.0 if dear_rows else 2.0
     scheduler.alone_ms, scheduler.prompt_ms, scheduler.prompt_tokens = 5.0, 1.0, 10.0
-    seen: list[tuple[int, list[int]]] = []
-    real = mixed.forward
-
-    def forward(model: Any, **kw: Any) -> Any:
-        seen.append((len(kw["tokens"]), [len(p) for p in kw["prompts"]]))
-        return real(model, **kw)
-
-    outputs: list[list[Any]] = [[] for _ in range(4)]
-
-    def submit(i: int, text: str) -> None:
-        scheduler.submit(
-            batching.Request(
-                [{"role": "user", "content": text}], options, threading.Event(), outputs[i].append
-            )
-        )
-
-    def after_step() -> None:
-        if len(seen) == 3:
-            submit(3, question)
-
-    scheduler.after_step = after_step
-    for i, text in enumerate(PROMPTS[:3]):
-        submit(i, text)
-    mixed.forward = forward
-    try:
-        scheduler.run_until_idle()
-    finally:
-        mixed.forward = real
+    outputs, seen = _three_then_one(scheduler, options, question)
     assert all(out[-1].finish_reason in ("stop", "length") for out in outputs)
     return ["".join(x for x in out if isinstance(x, str)) for out in outputs], seen, alone
 
