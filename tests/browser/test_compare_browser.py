@@ -76,6 +76,8 @@ def test_compare_two_models_side_by_side_vote_and_the_winner_continues(page: Any
     page.click(f'.vote-bar [data-vote="{second["id"]}"]')
     page.wait_for_selector(".vote-result")
     assert "preferred reply B" in page.text_content(".vote-result")
+    # htmx settles a swapped element's attributes 20 ms after its content: the class comes last.
+    page.wait_for_selector(f"#m-{second['id']}.is-winner", timeout=5_000)
     assert "is-winner" in group_replies(page)[1]["classes"]
     shot(page, "compare-voted")
 
