@@ -25,6 +25,7 @@ from chat.protocol import Frame, ProtocolError
 from inference import registry
 from inference.registry import Result
 from stellarchat import layers
+from stellarchat.dbreads import reading
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ def not_found(frame: Frame) -> ProtocolError:
     return ProtocolError("not_found", "no such conversation", client_id=frame.client_id)
 
 
-async def owned(user: Any, frame: Frame) -> Conversation:
-    conversation = await database_sync_to_async(selectors.conversation_get)(
+async def owned(user: Any, frame: Frame, *, read: Any = database_sync_to_async) -> Conversation:
+    """The frame's conversation if it is the user's (``read``: which thread reads it)."""
+    conversation = await read(selectors.conversation_get)(
         user=user, conversation_id=frame.conversation
     )
     if conversation is None:
@@ -510,13 +512,14 @@ async def _stop_fallback(layer: Any, conversation_id: Any, message_id: Any) -> N
 async def subscribe(
     user: Any, frame: Frame, *, layer: Any, join: Join, reconciler: streams.Reconciler
 ) -> list[dict[str, Any]]:
-    """Join the conversation; if a reply is streaming, catch up with everything so far."""
-    conversation = await owned(user, frame)
+    """Join the conversation; if a reply is streaming, catch up with everything so far.
+
+    Both reads are on the reading threads (stellarchat/dbreads.py): a socket may send 100
+    subscribes at once, and two hundred sockets one each."""
+    conversation = await owned(user, frame, read=reading)
     conv = str(conversation.pk)
     await join(conv)  # join first: deltas published from now on reach us
-    streaming = await database_sync_to_async(selectors.streaming_messages)(
-        conversation_id=conversation.pk
-    )
+    streaming = await reading(selectors.streaming_messages)(conversation_id=conversation.pk)
     frames: list[dict[str, Any]] = [
         {"type": "subscribed", "conversation": conv, "streaming": bool(streaming)}
     ]

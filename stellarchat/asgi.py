@@ -13,7 +13,6 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stellarchat.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
@@ -25,6 +24,7 @@ from chat.socket_limits import FullPersonGate, HandshakeThrottle  # noqa: E402
 from chat.throttle import address_from  # noqa: E402
 from inference.worker import InferenceChannels, InferenceConsumer  # noqa: E402
 from stellarchat import wsserver  # noqa: E402
+from stellarchat.dbreads import ReadingAuthMiddleware  # noqa: E402
 
 # daphne's WebSocket side: frames per socket, a bound on each socket's unsent data, server
 # close codes, HTTP 429 for refused handshakes.
@@ -48,7 +48,9 @@ application = ProtocolTypeRouter(
                 session=AllowedHostsOriginValidator(
                     CookieMiddleware(
                         FullPersonGate(
-                            SessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns)))
+                            SessionMiddleware(
+                                ReadingAuthMiddleware(URLRouter(websocket_urlpatterns))
+                            )
                         )
                     )
                 ),

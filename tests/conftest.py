@@ -70,6 +70,16 @@ async def fresh_layer(settings: Any) -> Any:
     await get_channel_layer().flush()
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any) -> Any:
+    """pytest-django's test databases, dropped only after the reading threads
+    (stellarchat/dbreads.py) have closed their connections to them."""
+    from stellarchat import dbreads
+
+    yield
+    dbreads.close_connections()
+
+
 @pytest.fixture(autouse=True)
 def _forget_failed_logins() -> None:
     """Log-in throttling counts failures per client address in process memory: every test
