@@ -5,8 +5,10 @@ order they come. That thread also saves people's messages, so whatever queues th
 for by every time to first token. A flood queues reads: each handshake reads its session and
 user, each subscribe its conversation and the replies streaming in it. In production's shape
 (PostgreSQL) one account's 1,000 handshakes, 200 sockets and a frame flood kept that thread
-busy for 1.7 s; people's messages waited up to 220 ms for it at each of their steps, and
-their first tokens came 0.5-1.3 s late (``bench/abuse.py --topology redis``, bench/README.md).
+busy for 1.7 s, and a person's message waited 76 ms on average for it (217 at most) at each of
+its steps there; with these reads on their own threads, 3.6 ms (``bench/abuse.py --topology
+redis`` and a trace of the pools' jobs: bench/README.md, where what still slows those first
+tokens, the two cores, is measured too).
 
 ``reading`` runs such a read on a small pool of its own instead. A read must only read: the
 write thread's ordering (a message saved before the next frame of its socket is handled) is
