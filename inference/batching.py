@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -413,13 +413,7 @@ class Scheduler:
         budget, in arrival order."""
         if not self.seqs or self.first_step or self.decode_ms is None or self.prompt_tokens < 1:
             return []
-        left = self._prompt_budget()
-        parts: list[tuple[_Seq, int]] = []
-        for seq in self.waiting:
-            n = len(seq.prompt_ids)
-            if not seq.read and n <= left:
-                parts.append((seq, n))
-                left -= n
+        parts, _ = fitting(self.waiting, self._prompt_budget())
         if not parts:
             return []
         prompt = sum(n for _, n in parts) * self.prompt_ms / self.prompt_tokens
@@ -801,6 +795,19 @@ def _failure(exc: Exception) -> str:
     return f"generation failed: {text}"
 
 
+def fitting(waiting: Iterable[_Seq], budget: int) -> tuple[list[tuple[_Seq, int]], int]:
+    """The ``waiting`` prompts not begun that fit ``budget`` whole, in arrival order, as
+    (request, tokens) pairs, and the budget they leave."""
+    whole: list[tuple[_Seq, int]] = []
+    left = budget
+    for seq in waiting:
+        n = len(seq.prompt_ids)
+        if not seq.read and n <= left:
+            whole.append((seq, n))
+            left -= n
+    return whole, left
+
+
 def plan_chunks(waiting: list[_Seq], budget: int) -> list[tuple[_Seq, int]]:
     """What one mixed step reads of the ``waiting`` prompts (in arrival order) within
     ``budget`` tokens: (request, tokens) pairs. Prompts that fit are read whole first (a short
@@ -809,13 +816,7 @@ def plan_chunks(waiting: list[_Seq], budget: int) -> list[tuple[_Seq, int]]:
     budget, so it always gets on; if none is being read, the first that does not fit starts
     being read in chunks with what is left."""
     reading = next((seq for seq in waiting if seq.read), None)
-    whole: list[tuple[_Seq, int]] = []
-    left = budget
-    for seq in waiting:
-        n = len(seq.prompt_ids)
-        if seq is not reading and not seq.read and n <= left:
-            whole.append((seq, n))
-            left -= n
+    whole, left = fitting(waiting, budget)
     if reading is not None:
         n = min(len(reading.prompt_ids) - reading.read, max(left, budget // 4, 1))
         return [(reading, n), *whole]
